@@ -1,0 +1,288 @@
+"""The configuration schema: every key, its type, default, constraints, reloadability and doc.
+
+Each section is a frozen dataclass whose fields are declared with `key(...)`; `SCHEMA` (a tuple of
+`Key` records) is derived from those fields, so this file is the only place a key or default lives.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+AUTO = "auto"
+Core = int | str  # a core number, or "auto"
+Cores = tuple[int, ...] | str  # core numbers, or "auto"
+
+# Field annotation (a string, given the __future__ import) -> the `Key.type` that `Key.validate` checks.
+_TYPES = {"str": "str", "int": "int", "float": "float", "bool": "bool", "Core": "core", "Cores": "cores"}
+_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+HOT_THREADS = {"split": ("feed", "strategy", "gateway"), "fused": ("fused",)}
+
+
+def key(default: Any, doc: str, *, reloadable: bool = False, choices: tuple | None = None,
+        min: float | None = None, max: float | None = None, power_of_two: bool = False,
+        format: str | None = None) -> Any:
+    """Declare one config key as a dataclass field with its default and constraints."""
+    meta = dict(doc=doc, reloadable=reloadable, choices=choices, min=min, max=max,
+                power_of_two=power_of_two, format=format)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ProcessConfig:
+    """Process identity."""
+
+    name: str = key("appliance", "Instance name used in logs and metric labels.", format="name")
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """Logging."""
+
+    level: str = key("info", "Lowest level of log record written.", reloadable=True,
+                     choices=("debug", "info", "warning", "error"))
+    format: str = key("text", "Log line format: human text or one JSON object per line.",
+                      choices=("text", "json"))
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Hot threads and rings."""
+
+    layout: str = key("split", "split: feed, strategy and gateway hot threads on three cores; "
+                      "fused: one run-to-completion hot thread.", choices=("split", "fused"))
+    idle: str = key("spin", "What a hot thread does when it finds no work: spin (busy-poll), "
+                    "yield (sched_yield), sleep (nanosleep 50 us).", choices=("spin", "yield", "sleep"))
+    ring_slots: int = key(4096, "Slots (64 bytes each) per ring.", min=64, max=1048576, power_of_two=True)
+    batch: int = key(32, "Max events a producer writes before publishing.", min=1, max=1024)
+    stop_timeout_s: float = key(5.0, "Seconds SIGTERM waits for hot threads before giving up.",
+                                min=0.1, max=60)
+
+
+@dataclass(frozen=True)
+class CpuConfig:
+    """CPU placement of hot threads and the control plane."""
+
+    feed: Core = key(AUTO, "Core for the feed hot thread (split layout).", min=0)
+    strategy: Core = key(AUTO, "Core for the strategy hot thread (split layout).", min=0)
+    gateway: Core = key(AUTO, "Core for the gateway hot thread (split layout).", min=0)
+    fused: Core = key(AUTO, "Core for the one hot thread of the fused layout.", min=0)
+    control: Cores = key(AUTO, "Cores for the control plane; auto = allowed CPUs minus the hot cores.", min=0)
+    strict: bool = key(False, "Refuse to start when a hot core is not isolated or not allowed, or cores "
+                       "are too few for dedicated hot threads (otherwise warn).")
+    sched_fifo: bool = key(False, "Run hot threads SCHED_FIFO.")
+    fifo_priority: int = key(50, "SCHED_FIFO priority of hot threads.", min=1, max=99)
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    """The shared-memory arena."""
+
+    require_hugepages: bool = key(False, "Refuse to start unless the arena is on reserved HugePages (MAP_HUGETLB).")
+    transparent_hugepages: bool = key(True, "Without reserved HugePages, try madvise(MADV_HUGEPAGE) before normal pages.")
+    lock: bool = key(True, "mlock the arena.")
+    lockall: bool = key(False, "mlockall(MCL_CURRENT|MCL_FUTURE); costs a few hundred MB resident (LLVM).")
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    """The synthetic event source used until the real feed exists."""
+
+    rate: int = key(1_000_000, "Events per second; 0 = as fast as the ring accepts.", reloadable=True,
+                    min=0, max=100_000_000)
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    """The control plane's HTTP endpoint and admin API."""
+
+    host: str = key("127.0.0.1", "Address the HTTP endpoint binds.", format="ip")
+    port: int = key(9100, "TCP port; 0 = ephemeral (the bound port is logged).", min=0, max=65535)
+    admin_token_file: str = key("", "File holding the admin API token; \"\" = admin API disabled unless "
+                                "APPLIANCE_ADMIN_TOKEN is set.")
+    fault_injection: bool = key(False, "Enable admin endpoints that deliberately stall a hot thread; "
+                                "never in production.")
+
+
+@dataclass(frozen=True)
+class HealthConfig:
+    """Liveness and status reporting."""
+
+    heartbeat_timeout_ms: int = key(500, "A hot thread whose heartbeat has not advanced this long is stalled.",
+                                    reloadable=True, min=10, max=60000)
+    status_interval_s: float = key(2.0, "Seconds between systemd STATUS= updates and stats log lines.",
+                                   reloadable=True, min=0.1, max=60)
+
+
+@dataclass(frozen=True)
+class NumbaConfig:
+    """Compiled-kernel cache."""
+
+    cache_dir: str = key("", "Kernel cache directory; \"\" = $APPLIANCE_CACHE_DIR, $NUMBA_CACHE_DIR, "
+                         "$XDG_CACHE_HOME/appliance or ~/.cache/appliance.")
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole validated configuration; `Config()` is all defaults."""
+
+    process: ProcessConfig = field(default_factory=ProcessConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    cpu: CpuConfig = field(default_factory=CpuConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
+    health: HealthConfig = field(default_factory=HealthConfig)
+    numba: NumbaConfig = field(default_factory=NumbaConfig)
+
+    def hot_threads(self) -> tuple[str, ...]:
+        """Hot-thread role names, in order, for the configured layout."""
+        return HOT_THREADS[self.runtime.layout]
+
+    def configured_core(self, role: str) -> int | None:
+        """The core explicitly configured for a hot-thread role, or None for "auto"."""
+        if role not in HOT_THREADS["split"] + HOT_THREADS["fused"]:
+            raise ValueError(f"unknown hot-thread role {role!r}")
+        core = getattr(self.cpu, role)
+        return None if core == AUTO else core
+
+    def control_cores(self) -> tuple[int, ...] | None:
+        """The explicitly configured control-plane cores, or None for "auto"."""
+        return None if self.cpu.control == AUTO else self.cpu.control
+
+    def get(self, path: str) -> Any:
+        """The effective value at a dotted key path such as "cpu.feed"."""
+        section, name = path.split(".")
+        return getattr(getattr(self, section), name)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Effective values as a nested plain dict (tuples become lists, as in TOML)."""
+        out: dict[str, dict[str, Any]] = {}
+        for k in SCHEMA:
+            value = self.get(k.path)
+            out.setdefault(k.section, {})[k.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+@dataclass(frozen=True)
+class Key:
+    """One config key: dotted path, type name, default, doc and constraints."""
+
+    path: str
+    type: str  # "str", "int", "float", "bool", "core" ("auto" | int) or "cores" ("auto" | list of int)
+    default: Any
+    doc: str
+    reloadable: bool = False
+    choices: tuple | None = None
+    min: float | None = None
+    max: float | None = None
+    power_of_two: bool = False
+    format: str | None = None  # "name" (process name) or "ip" (address literal)
+
+    @property
+    def section(self) -> str:
+        return self.path.split(".")[0]
+
+    @property
+    def name(self) -> str:
+        return self.path.split(".")[1]
+
+    @property
+    def expects(self) -> str:
+        """What a valid value looks like, for error messages and docs."""
+        if self.choices:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.format == "name":
+            return "1 to 64 characters from A-Z a-z 0-9 _ . -"
+        if self.format == "ip":
+            return "an IPv4 or IPv6 address literal such as '127.0.0.1' or '::1'"
+        if self.type == "core":
+            return f"'auto' or a core number >= {self.min}"
+        if self.type == "cores":
+            return f"'auto' or a non-empty list of distinct core numbers >= {self.min}"
+        if self.type in ("int", "float"):
+            what = "a power of two" if self.power_of_two else "an integer" if self.type == "int" else "a number"
+            if self.max is None:
+                return f"{what} >= {self.min}"
+            return f"{what} between {self.min} and {self.max}"
+        return {"bool": "true or false", "str": "a string"}[self.type]
+
+    def validate(self, value: Any) -> Any:
+        """Return the value in its stored form, or raise ValueError saying what was expected and found."""
+        t, ok = self.type, False
+        if t == "bool":
+            ok = isinstance(value, bool)
+        elif t == "str":
+            ok = isinstance(value, str) and (not self.choices or value in self.choices) and (
+                self.format != "name" or _NAME_RE.fullmatch(value) is not None) and (
+                self.format != "ip" or _is_ip(value))
+        elif t in ("core", "cores") and value == AUTO:
+            ok = True
+        elif t in ("int", "float", "core"):
+            # TOML booleans are not integers, and a float is never silently truncated to an int.
+            ok = (_is_int(value) or t == "float" and isinstance(value, float)) and self._in_range(value)
+            value = float(value) if ok and t == "float" else value
+        elif t == "cores" and isinstance(value, list) and value:
+            ok = all(_is_int(c) and self._in_range(c) for c in value) and len(set(value)) == len(value)
+            value = tuple(value) if ok else value
+        if not ok:
+            raise ValueError(f"expected {self.expects}; got {describe(value, self._type_ok(value))}")
+        return value
+
+    def _in_range(self, n: float) -> bool:
+        return ((self.min is None or n >= self.min) and (self.max is None or n <= self.max)
+                and (not self.power_of_two or n > 0 and n & (n - 1) == 0))
+
+    def _type_ok(self, value: Any) -> bool:
+        """Whether the TOML type was right (so the message need only show the value)."""
+        if isinstance(value, bool):
+            return self.type == "bool"
+        return {"bool": False, "str": isinstance(value, str), "int": isinstance(value, int),
+                "float": isinstance(value, (int, float)), "core": isinstance(value, (int, str)),
+                "cores": isinstance(value, (list, str))}[self.type]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_show, value)) + "]"
+    return repr(value)
+
+
+def describe(value: Any, type_ok: bool = False) -> str:
+    """A found value for an error message: the value alone, or its TOML type and the value."""
+    shown = _show(value)
+    if len(shown) > 60:
+        shown = shown[:57] + "..."
+    if type_ok:
+        return shown
+    kinds = ((bool, "a boolean"), (int, "an integer"), (float, "a float"), (str, "a string"),
+             (list, "an array"), (dict, "a table"))
+    kind = next((name for cls, name in kinds if isinstance(value, cls)), "a date/time")
+    return f"{kind} ({shown})"
+
+
+# Section name -> section dataclass, in file order.
+SECTION_TYPES: dict[str, type] = {f.name: f.default_factory for f in fields(Config)}  # type: ignore[misc]
+SECTIONS: tuple[str, ...] = tuple(SECTION_TYPES)
+SCHEMA: tuple[Key, ...] = tuple(
+    Key(path=f"{section}.{f.name}", type=_TYPES[f.type], default=f.default, **f.metadata)
+    for section, cls in SECTION_TYPES.items() for f in fields(cls))
+KEYS: dict[str, Key] = {k.path: k for k in SCHEMA}
+DEFAULTS = Config()
