@@ -1,0 +1,1 @@
+"""Market data: the feed agent (a synthetic source until ITCH over MoldUDP64 lands)."""

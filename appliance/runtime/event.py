@@ -1,0 +1,51 @@
+"""The one 64-byte event record every ring carries, read alike by replay, the live feed and the strategy.
+
+```
+ 0       1       2               4                               8
+ +-------+-------+---------------+-------------------------------+
+ | kind  | side  |     flags     |      symbol (stock locate)    |
+ +-------+-------+---------------+-------------------------------+
+ |                 seq: source sequence number                   |  8
+ +---------------------------------------------------------------+
+ |           t_in: TSC when the input reached user space         | 16
+ +---------------------------------------------------------------+
+ |           t_hop: TSC when the last hop published it           | 24
+ +---------------------------------------------------------------+
+ |           ref: order reference / client order id              | 32
+ +-------------------------------+-------------------------------+
+ |    px: price (1e-4 dollars)   |        qty: shares            | 40
+ +-------------------------------+-------------------------------+
+ |    px2: second price (ask)    |        qty2: second qty       | 48
+ +-------------------------------+-------------------------------+
+ |                 aux: kind-specific word                       | 56
+ +---------------------------------------------------------------+ 64
+```
+"""
+
+import numpy as np
+
+EVENT_SIZE = 64
+
+EVENT_DTYPE = np.dtype(
+    [
+        ("kind", np.uint8),
+        ("side", np.uint8),
+        ("flags", np.uint16),
+        ("symbol", np.uint32),
+        ("seq", np.int64),
+        ("t_in", np.int64),
+        ("t_hop", np.int64),
+        ("ref", np.int64),
+        ("px", np.int32),
+        ("qty", np.uint32),
+        ("px2", np.int32),
+        ("qty2", np.uint32),
+        ("aux", np.int64),
+    ],
+    align=True,
+)
+assert EVENT_DTYPE.itemsize == EVENT_SIZE
+
+# Event kinds. 0 is never written, so a zeroed slot is recognisably empty.
+KIND_NONE = 0
+KIND_SYNTHETIC = 1  # runtime self-test traffic (source -> pass-through -> sink)

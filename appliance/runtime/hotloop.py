@@ -1,0 +1,152 @@
+"""The hot threads' loops: each runs its agents' units of work until the arena's stop flag is set.
+
+One loop per thread kind: `split` runs feed, strategy and gateway loops on three threads, `fused`
+runs all three agents in turn on one thread (run to completion). Every loop advances its
+heartbeat each iteration, and idles by the configured strategy only when no agent found work.
+"""
+
+from numba import njit
+
+from ..feed.synthetic import source_work
+from ..gateway.sink import sink_work
+from ..strategy.passthrough import passthrough_work
+from . import libc
+from .atomics import cpu_pause, load_acquire, load_relaxed, rdtsc, store_relaxed
+from .layout import (
+    CTL_STALL,
+    CTL_STOP,
+    CTL_TSC_MULT,
+    HB_BEAT,
+    HB_BUSY,
+    HB_STALLS,
+    HB_STATE,
+    P_BATCH,
+    P_IDLE,
+    THREAD_RUNNING,
+    THREAD_STALLED,
+    THREAD_STOPPED,
+)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def idle(params):
+    """What a loop does when an iteration found no work: spin with pause, yield the core, or sleep 50 us."""
+    mode = load_relaxed(params, P_IDLE)
+    if mode == 0:
+        cpu_pause()
+    elif mode == 1:
+        libc.sched_yield()
+    else:
+        libc.usleep(50)
+
+
+@njit(nogil=True, cache=True)
+def stall(ctl, hb, tidx):
+    """Fault injection: stop advancing the heartbeat while the control plane holds this thread's stall flag."""
+    store_relaxed(hb, HB_STATE, THREAD_STALLED)
+    store_relaxed(hb, HB_STALLS, load_relaxed(hb, HB_STALLS) + 1)
+    while load_relaxed(ctl, CTL_STALL + tidx) != 0 and load_acquire(ctl, CTL_STOP) == 0:
+        cpu_pause()
+    store_relaxed(hb, HB_STATE, THREAD_RUNNING)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def beat(hb, beats, work):
+    store_relaxed(hb, HB_BEAT, beats)
+    if work:
+        store_relaxed(hb, HB_BUSY, load_relaxed(hb, HB_BUSY) + 1)
+
+
+@njit(nogil=True, cache=True)
+def run_feed(ctl, params, hb, tidx, counters, state, out_hdr, out_slots):
+    """Feed thread (split layout)."""
+    store_relaxed(hb, HB_STATE, THREAD_RUNNING)
+    beats = load_relaxed(hb, HB_BEAT)
+    while load_acquire(ctl, CTL_STOP) == 0:
+        if load_relaxed(ctl, CTL_STALL + tidx) != 0:
+            stall(ctl, hb, tidx)
+        work = source_work(ctl, params, counters, state, out_hdr, out_slots, rdtsc())
+        beats += 1
+        beat(hb, beats, work)
+        if work == 0:
+            idle(params)
+    store_relaxed(hb, HB_STATE, THREAD_STOPPED)
+
+
+@njit(nogil=True, cache=True)
+def run_strategy(ctl, params, hb, tidx, counters, in_hdr, in_slots, out_hdr, out_slots, hop_hist):
+    """Strategy thread (split layout)."""
+    store_relaxed(hb, HB_STATE, THREAD_RUNNING)
+    beats = load_relaxed(hb, HB_BEAT)
+    mult = load_relaxed(ctl, CTL_TSC_MULT)
+    while load_acquire(ctl, CTL_STOP) == 0:
+        if load_relaxed(ctl, CTL_STALL + tidx) != 0:
+            stall(ctl, hb, tidx)
+        batch = load_relaxed(params, P_BATCH)
+        work = passthrough_work(counters, in_hdr, in_slots, out_hdr, out_slots, hop_hist, mult, batch)
+        beats += 1
+        beat(hb, beats, work)
+        if work == 0:
+            idle(params)
+    store_relaxed(hb, HB_STATE, THREAD_STOPPED)
+
+
+@njit(nogil=True, cache=True)
+def run_gateway(ctl, params, hb, tidx, counters, state, in_hdr, in_slots, hop_hist, pipe_hist):
+    """Gateway thread (split layout)."""
+    store_relaxed(hb, HB_STATE, THREAD_RUNNING)
+    beats = load_relaxed(hb, HB_BEAT)
+    mult = load_relaxed(ctl, CTL_TSC_MULT)
+    while load_acquire(ctl, CTL_STOP) == 0:
+        if load_relaxed(ctl, CTL_STALL + tidx) != 0:
+            stall(ctl, hb, tidx)
+        batch = load_relaxed(params, P_BATCH)
+        work = sink_work(counters, state, in_hdr, in_slots, hop_hist, pipe_hist, mult, batch)
+        beats += 1
+        beat(hb, beats, work)
+        if work == 0:
+            idle(params)
+    store_relaxed(hb, HB_STATE, THREAD_STOPPED)
+
+
+@njit(nogil=True, cache=True)
+def run_fused(
+    ctl, params, hb, tidx,
+    feed_counters, feed_state, strat_counters, gw_counters, gw_state,
+    r1_hdr, r1_slots, r2_hdr, r2_slots, hop1_hist, hop2_hist, pipe_hist,
+):  # fmt: skip
+    """The one hot thread of the fused layout: feed, strategy and gateway work in turn, run to completion."""
+    store_relaxed(hb, HB_STATE, THREAD_RUNNING)
+    beats = load_relaxed(hb, HB_BEAT)
+    mult = load_relaxed(ctl, CTL_TSC_MULT)
+    while load_acquire(ctl, CTL_STOP) == 0:
+        if load_relaxed(ctl, CTL_STALL + tidx) != 0:
+            stall(ctl, hb, tidx)
+        batch = load_relaxed(params, P_BATCH)
+        work = source_work(ctl, params, feed_counters, feed_state, r1_hdr, r1_slots, rdtsc())
+        work += passthrough_work(strat_counters, r1_hdr, r1_slots, r2_hdr, r2_slots, hop1_hist, mult, batch)
+        work += sink_work(gw_counters, gw_state, r2_hdr, r2_slots, hop2_hist, pipe_hist, mult, batch)
+        beats += 1
+        beat(hb, beats, work)
+        if work == 0:
+            idle(params)
+    store_relaxed(hb, HB_STATE, THREAD_STOPPED)
+
+
+def kernel_calls(arena) -> list:
+    """(thread name, numba loop, its arguments) for every hot thread of the arena's layout."""
+    v = arena.view
+    ctl, params, hb, counters, state = v("control"), v("params"), v("heartbeat"), v("counters"), v("state")
+    hist = v("hist")
+    r1 = (v("ring.feed_to_strategy.hdr"), v("ring.feed_to_strategy.slots"))
+    r2 = (v("ring.strategy_to_gateway.hdr"), v("ring.strategy_to_gateway.slots"))
+    threads = arena.layout.threads
+    if threads == ("fused",):
+        args = (ctl, params, hb[0], 0, counters[0], state[0], counters[1], counters[2], state[2], *r1, *r2,
+                hist[0], hist[1], hist[2])  # fmt: skip
+        return [("fused", run_fused, args)]
+    return [
+        ("feed", run_feed, (ctl, params, hb[0], 0, counters[0], state[0], *r1)),
+        ("strategy", run_strategy, (ctl, params, hb[1], 1, counters[1], *r1, *r2, hist[0])),
+        ("gateway", run_gateway, (ctl, params, hb[2], 2, counters[2], state[2], *r2, hist[1], hist[2])),
+    ]
