@@ -1,0 +1,1 @@
+"""Control plane: HTTP endpoints, metrics, systemd integration, admin API."""
