@@ -1,0 +1,151 @@
+"""The `appliance` command line (also `python -m appliance`)."""
+
+import argparse
+import json
+import os
+import sys
+
+from . import __version__
+
+EXIT_CONFIG = 2
+ENV_CONFIG = "APPLIANCE_CONFIG"
+REPO_CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config")
+
+EPILOG = """\
+examples:
+  appliance config check config/appliance.toml   validate a config and print the effective one
+  appliance run --config /etc/appliance/appliance.toml
+  appliance demo --seconds 10                    synthetic events through both layouts, with a report
+  curl -s localhost:9100/metrics                 Prometheus metrics of a running process
+
+exit status: 0 ok; 1 runtime failure; 2 bad config or usage; 3 the host cannot satisfy the config
+(memory.require_hugepages, cpu.strict). Documentation: README.md and config/appliance.toml.
+"""
+
+
+def _load(path, parser_prog="appliance"):
+    """Load and validate a config; on any problem print every key path and exit 2 before touching anything."""
+    from .config import ConfigError, load_config
+
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        print(f"{parser_prog}: invalid configuration {path or '(defaults)'}:\n{e}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+
+
+def _default_demo_config():
+    path = os.path.join(REPO_CONFIG_DIR, "demo.toml")
+    return path if os.path.exists(path) else None
+
+
+def cmd_run(args) -> int:
+    path = args.config or os.environ.get(ENV_CONFIG) or None
+    cfg = _load(path)
+    from .control import logs
+    from .runtime import cache
+
+    logs.configure(cfg.log.level, cfg.log.format, cfg.process.name)
+    cache_dir = cache.configure(cfg.numba.cache_dir)
+    from .control.plane import serve
+
+    return serve(cfg, path, cache_dir)
+
+
+def cmd_demo(args) -> int:
+    path = args.config or _default_demo_config()
+    cfg = _load(path)
+    from .control import logs
+    from .runtime import cache
+
+    logs.configure(cfg.log.level if not args.json else "warning", cfg.log.format, cfg.process.name)
+    cache.configure(cfg.numba.cache_dir)
+    from .demo import demo
+
+    layouts = ("split", "fused") if args.layout == "both" else (args.layout,)
+    return demo(cfg, args.seconds, layouts, args.json)
+
+
+def cmd_config_check(args) -> int:
+    from .config import render_effective
+
+    cfg = _load(args.file)
+    if args.json:
+        print(json.dumps(cfg.to_dict(), indent=2))
+    else:
+        sys.stdout.write(render_effective(cfg))
+        print(f"# {args.file}: valid", file=sys.stderr)
+    return 0
+
+
+def cmd_version(args) -> int:
+    import platform
+
+    import llvmlite
+    import numba
+    import numpy
+
+    info = {
+        "appliance": __version__,
+        "python": platform.python_version(),
+        "numba": numba.__version__,
+        "llvmlite": llvmlite.__version__,
+        "numpy": numpy.__version__,
+        "frozen": bool(getattr(sys, "frozen", False)),
+        "machine": platform.machine(),
+    }
+    print(json.dumps(info) if args.json else " ".join(f"{k} {v}" for k, v in info.items()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="appliance",
+        description="Low-latency trading appliance: feed, strategy and gateway on pinned GIL-free threads.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run the appliance until SIGTERM or SIGINT (SIGHUP reloads the config)",
+                       description="Run the appliance: map the arena, compile the hot loops, pin the hot threads, "
+                       "serve /metrics /healthz /readyz /status, and notify systemd when ready.")
+    r.add_argument("-c", "--config", metavar="FILE", help=f"TOML config (default: ${ENV_CONFIG}, else built-in defaults)")
+    r.set_defaults(func=cmd_run)
+
+    d = sub.add_parser("demo", help="run synthetic events through the split and fused layouts and print a report",
+                       description="Run the runtime on synthetic events (source -> pass-through -> sink) in each "
+                       "layout and report throughput and per-hop and end-to-end latency percentiles.")
+    d.add_argument("-c", "--config", metavar="FILE", help="TOML config (default: config/demo.toml)")
+    d.add_argument("--seconds", type=float, default=5.0, help="seconds per layout (default 5)")
+    d.add_argument("--layout", choices=("split", "fused", "both"), default="both", help="which layouts (default both)")
+    d.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    d.set_defaults(func=cmd_demo)
+
+    c = sub.add_parser("config", help="configuration tools", description="Configuration tools.")
+    csub = c.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
+    cc = csub.add_parser("check", help="validate a config file and print the effective config",
+                         description="Validate FILE strictly (unknown keys, types, ranges, core consistency) and "
+                         "print the effective config with every default filled in. Exit 2 naming each bad key path.")
+    cc.add_argument("file", metavar="FILE")
+    cc.add_argument("--json", action="store_true", help="print the effective config as JSON")
+    cc.set_defaults(func=cmd_config_check)
+    c.set_defaults(func=lambda a: (c.print_help(), EXIT_CONFIG)[1])
+
+    v = sub.add_parser("version", help="print versions of the appliance and its compiler stack")
+    v.add_argument("--json", action="store_true")
+    v.set_defaults(func=cmd_version)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_CONFIG
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

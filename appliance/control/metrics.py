@@ -1,0 +1,117 @@
+"""Prometheus exposition: a collector that reads the arena's counters and histograms at scrape time.
+
+Nothing on the hot path knows about Prometheus: each scrape copies the single-writer counters and
+histogram buckets out of the arena, so a scrape costs the hot threads nothing but a cache miss.
+"""
+
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily
+
+from .. import __version__
+from ..runtime.arena import MODES
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+HOP_RINGS = {"hop_feed_to_strategy": "feed_to_strategy", "hop_strategy_to_gateway": "strategy_to_gateway"}
+STATES = ("starting", "running", "stalled", "stopped")
+
+
+class ApplianceCollector:
+    """Reads one running process's engine and control-plane state into metric families."""
+
+    def __init__(self, state):
+        self.state = state  # control.plane.ProcessState
+
+    def collect(self):
+        st = self.state
+        eng = st.engine
+        cfg = st.cfg
+        info = InfoMetricFamily("appliance", "Build and identity of this appliance process.")
+        info.add_metric([], {"version": __version__, "name": cfg.process.name, "layout": cfg.runtime.layout})
+        yield info
+        yield GaugeMetricFamily("appliance_ready", "1 once every hot loop is compiled and running.", value=int(st.ready))
+        reloads = CounterMetricFamily("appliance_config_reloads", "Config reloads by outcome.", labels=["outcome"])
+        reloads.add_metric(["applied"], st.reloads_ok)
+        reloads.add_metric(["rejected"], st.reloads_failed)
+        yield reloads
+        if eng is None:
+            return
+
+        arena = eng.arena
+        mode = GaugeMetricFamily("appliance_arena_mode", "Memory backing the arena (1 for the mode in force).", labels=["mode"])
+        for m in MODES:
+            mode.add_metric([m], int(arena.mode == m))
+        yield mode
+        yield GaugeMetricFamily("appliance_arena_bytes", "Size of the arena.", value=arena.layout.size)
+        yield GaugeMetricFamily("appliance_arena_huge_bytes", "Arena bytes backed by huge pages.", value=arena.huge_bytes)
+        yield GaugeMetricFamily("appliance_arena_locked", "1 if the arena is mlocked.", value=int(arena.locked))
+        yield GaugeMetricFamily("appliance_tsc_hertz", "Calibrated time-stamp counter frequency.", value=eng.tsc.hz)
+
+        beats = CounterMetricFamily("appliance_hot_thread_heartbeats", "Loop iterations of each hot thread.", labels=["thread"])
+        busy = CounterMetricFamily("appliance_hot_thread_busy_iterations", "Loop iterations that found work.", labels=["thread"])
+        core = GaugeMetricFamily("appliance_hot_thread_core", "Core each hot thread is pinned to.", labels=["thread"])
+        placed = GaugeMetricFamily(
+            "appliance_hot_thread_placement_verified", "1 if /proc shows the thread allowed only on its core.", labels=["thread"]
+        )
+        state = GaugeMetricFamily("appliance_hot_thread_state", "1 for each hot thread's current state.", labels=["thread", "state"])
+        stalled = GaugeMetricFamily(
+            "appliance_hot_thread_stalled", "1 if the heartbeat has not advanced within health.heartbeat_timeout_ms.", labels=["thread"]
+        )
+        silent = st.monitor.silent_for()
+        timeout = st.monitor.timeout_s
+        for t in st.thread_report():
+            n = t["thread"]
+            beats.add_metric([n], t["heartbeats"])
+            busy.add_metric([n], t["busy_iterations"])
+            core.add_metric([n], t["core"])
+            placed.add_metric([n], int(t["verified"]))
+            for s in STATES:
+                state.add_metric([n, s], int(t["state"] == s))
+            stalled.add_metric([n], int(silent.get(n, 0.0) > timeout))
+        yield from (beats, busy, core, placed, state, stalled)
+
+        names = {
+            "events_in": ("appliance_events_received", "Events an agent consumed from its input ring."),
+            "events_out": ("appliance_events_published", "Events an agent published to its output ring."),
+            "backpressure": ("appliance_ring_backpressure", "Times an agent found its output ring full."),
+            "sequence_errors": ("appliance_sequence_errors", "Events that arrived out of order or after a gap."),
+        }
+        fams = {k: CounterMetricFamily(m, h, labels=["agent"]) for k, (m, h) in names.items()}
+        for agent, values in eng.counters().items():
+            for k, v in values.items():
+                fams[k].add_metric([agent], v)
+        yield from fams.values()
+
+        depth = GaugeMetricFamily("appliance_ring_depth", "Events published and not yet consumed.", labels=["ring"])
+        cap = GaugeMetricFamily("appliance_ring_capacity", "Slots in the ring.", labels=["ring"])
+        for ring, r in eng.rings().items():
+            depth.add_metric([ring], r["depth"])
+            cap.add_metric([ring], r["capacity"])
+        yield depth
+        yield cap
+
+        hop = HistogramMetricFamily(
+            "appliance_ring_hop_latency_seconds", "From the producer's publication to the consumer's read, per ring.", labels=["ring"]
+        )
+        snaps = eng.histograms()
+        for name, ring in HOP_RINGS.items():
+            s = snaps[name]
+            hop.add_metric([ring], s.prometheus_buckets(), s.sum_ns / 1e9)
+        yield hop
+        pipe = HistogramMetricFamily(
+            "appliance_pipeline_latency_seconds", "From the source stamping an event to the sink consuming it."
+        )
+        s = snaps["pipeline"]
+        pipe.add_metric([], s.prometheus_buckets(), s.sum_ns / 1e9)
+        yield pipe
+
+
+def make_registry(state) -> CollectorRegistry:
+    """A registry with the appliance collector and the standard process metrics (CPU, memory, fds)."""
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(ApplianceCollector(state))
+    ProcessCollector(registry=reg)
+    return reg
+
+
+def exposition(registry) -> bytes:
+    return generate_latest(registry)
