@@ -100,6 +100,9 @@ class Engine:
             t = HotThread(name, self.placement.hot[name], kernel, args, fifo)
             t.start()
             self.threads.append(t)
+            if t.error is not None:
+                self.stop(1.0)
+                raise RuntimeError(f"hot thread {name} could not be placed on core {t.core}: {t.error}")
         self.started_at = time.monotonic()
 
     def stop(self, timeout: float) -> bool:
