@@ -68,7 +68,7 @@ def test_reference_file_equals_defaults_and_documents_every_key():
 
 def test_demo_file():
     cfg = load_config(ROOT / "config" / "demo.toml", allowed_cpus={0, 1})
-    assert cfg.process.name == "demo" and cfg.runtime.layout == "split" and cfg.runtime.idle == "spin"
+    assert cfg.process.name == "demo" and cfg.runtime.layout == "split" and cfg.runtime.idle == "yield"
     assert cfg.synthetic.rate == 2_000_000 and cfg.control.port == 0
     assert cfg.health.heartbeat_timeout_ms == 1000
     assert cfg.memory == DEFAULTS.memory and cfg.cpu == DEFAULTS.cpu
