@@ -101,9 +101,13 @@ def plan(cpu_cfg, threads: tuple, topo: Topology, idle: str = "spin") -> Placeme
     explicit = {r: getattr(cpu_cfg, r) for r in threads if getattr(cpu_cfg, r) != "auto"}
     control_cfg = None if cpu_cfg.control == "auto" else tuple(cpu_cfg.control)
     taken = set(explicit.values()) | set(control_cfg or ())
-    # Isolated cores first, then from the top down: core 0 usually carries housekeeping and IRQs.
-    free = [c for c in allowed if c in topo.isolated and c not in taken]
-    free += [c for c in reversed(allowed) if c not in topo.isolated and c not in taken]
+    # Hot threads talk through shared cache lines: keep them on one NUMA node, the node of the first
+    # configured hot core, else of the best candidate. Within it, isolated cores first, then from the
+    # top down: core 0 usually carries housekeeping and interrupts.
+    candidates = [c for c in allowed if c not in taken]
+    best = sorted(candidates, key=lambda c: (c not in topo.isolated, -c))
+    anchor = topo.numa.get(next(iter(explicit.values()), best[0] if best else -1), 0)
+    free = sorted(candidates, key=lambda c: (topo.numa.get(c, 0) != anchor, c not in topo.isolated, -c))
     want_control = 1 if control_cfg is None else 0
     auto_roles = [r for r in threads if r not in explicit]
     usable = free[: max(len(free) - want_control, 0)] if len(free) > len(auto_roles) else free
