@@ -44,8 +44,9 @@ def _install_frozen_locator() -> None:
             st = os.stat(sys.executable)
             self._stamp = (st.st_mtime, st.st_size)
             ident = f"{os.path.basename(sys.executable)}-{st.st_size}-{int(st.st_mtime)}"
-            module_dir = os.path.dirname(py_file).replace(os.sep, "_").strip("_.") or "root"
-            self._cache_path = os.path.join(os.environ["NUMBA_CACHE_DIR"], "frozen", ident, module_dir)
+            # The module name, not the file path: a onefile binary unpacks under a random _MEIxxxx dir.
+            module = getattr(py_func, "__module__", None) or "unknown"
+            self._cache_path = os.path.join(os.environ["NUMBA_CACHE_DIR"], "frozen", ident, module)
 
         def ensure_cache_path(self):
             os.makedirs(self._cache_path, exist_ok=True)

@@ -108,15 +108,16 @@ def plan(cpu_cfg, threads: tuple, topo: Topology, idle: str = "spin") -> Placeme
     best = sorted(candidates, key=lambda c: (c not in topo.isolated, -c))
     anchor = topo.numa.get(next(iter(explicit.values()), best[0] if best else -1), 0)
     free = sorted(candidates, key=lambda c: (topo.numa.get(c, 0) != anchor, c not in topo.isolated, -c))
-    want_control = 1 if control_cfg is None else 0
     auto_roles = [r for r in threads if r not in explicit]
-    usable = free[: max(len(free) - want_control, 0)] if len(free) > len(auto_roles) else free
     hot = dict(explicit)
-    pool = usable or free or allowed
+    pool = free or allowed  # too few cores: hot threads share (reported below; refused under strict)
     for i, role in enumerate(auto_roles):
-        hot[role] = pool[i] if i < len(pool) else pool[i % len(pool)]
+        hot[role] = pool[i % len(pool)]
     hot = {r: hot[r] for r in threads}
-    control = control_cfg or tuple(c for c in allowed if c not in hot.values()) or tuple(allowed)
+    # Auto control cores: allowed, not hot, and not isolated (isolated cores are for hot threads);
+    # failing that any core that is not hot, failing that everything.
+    rest = [c for c in allowed if c not in hot.values()]
+    control = control_cfg or tuple(c for c in rest if c not in topo.isolated) or tuple(rest) or tuple(allowed)
 
     problems = []
     cores = list(hot.values())
