@@ -31,8 +31,9 @@ def ring_free(hdr, capacity):
     free = capacity - (tail - load_relaxed(hdr, R_HEAD_CACHE))
     if free == 0:
         head = load_acquire(hdr, R_HEAD)
-        store_relaxed(hdr, R_HEAD_CACHE, head)
         free = capacity - (tail - head)
+        if free != 0:  # store only news: a store per spin would dirty the line the consumer polls
+            store_relaxed(hdr, R_HEAD_CACHE, head)
     return free
 
 
@@ -55,8 +56,9 @@ def ring_available(hdr):
     avail = load_relaxed(hdr, R_TAIL_CACHE) - head
     if avail == 0:
         tail = load_acquire(hdr, R_TAIL)
-        store_relaxed(hdr, R_TAIL_CACHE, tail)
         avail = tail - head
+        if avail != 0:  # store only news: a store per spin would dirty the line the producer polls
+            store_relaxed(hdr, R_TAIL_CACHE, tail)
     return avail
 
 
