@@ -12,6 +12,8 @@ import urllib.request
 
 import pytest
 
+from tests.support import wait_for
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -19,18 +21,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def cache_dir(tmp_path_factory):
     """Kernel cache shared by every process a test starts (build.py points this at .cache/numba)."""
     return os.environ.get("APPLIANCE_CACHE_DIR") or str(tmp_path_factory.mktemp("numba-cache"))
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.02, what: str = "condition"):
-    """Poll `predicate` until it returns a truthy value or `timeout` passes (then fail the test)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 class Appliance:

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT, wait_for
+from tests.conftest import ROOT
+from tests.support import wait_for
 
 pytestmark = pytest.mark.process
 

@@ -1,20 +1,11 @@
 """Helpers for the runtime tests: deadlines instead of sleeps, and HugePages gating (imported as `rt_support`)."""
 
-import time
-
 import pytest
 
+from tests.support import wait_for
 
-def wait_until(predicate, timeout: float, interval: float = 0.01, what: str = "condition"):
-    """Poll `predicate` until it returns a truthy value or `timeout` seconds pass; returns that value or fails."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
+
+wait_until = wait_for  # the runtime tests' name for the shared helper
 
 
 def hugepages_free() -> int:
