@@ -1,7 +1,6 @@
 """The whole process: started from a config, scraped while hot threads spin, reloaded, signalled, watched by a notify socket."""
 
 import json
-import os
 import re
 import signal
 import socket
