@@ -51,10 +51,21 @@ def stall(ctl, hb, tidx):
 
 
 @njit(nogil=True, cache=True, inline="always")
-def beat(hb, beats, work):
+def keep_running(ctl, hb, tidx):
+    """The loop condition: False once the stop flag is set; holds the thread here while it is stalled on purpose."""
+    if load_relaxed(ctl, CTL_STALL + tidx) != 0:
+        stall(ctl, hb, tidx)
+    return load_acquire(ctl, CTL_STOP) == 0
+
+
+@njit(nogil=True, cache=True, inline="always")
+def end_iteration(params, hb, beats, work):
+    """Advance the heartbeat; idle by the configured strategy only when the iteration found no work."""
     store_relaxed(hb, HB_BEAT, beats)
     if work:
         store_relaxed(hb, HB_BUSY, load_relaxed(hb, HB_BUSY) + 1)
+    else:
+        idle(params)
 
 
 @njit(nogil=True, cache=True)
@@ -62,14 +73,10 @@ def run_feed(ctl, params, hb, tidx, counters, state, out_hdr, out_slots):
     """Feed thread (split layout)."""
     store_relaxed(hb, HB_STATE, THREAD_RUNNING)
     beats = load_relaxed(hb, HB_BEAT)
-    while load_acquire(ctl, CTL_STOP) == 0:
-        if load_relaxed(ctl, CTL_STALL + tidx) != 0:
-            stall(ctl, hb, tidx)
+    while keep_running(ctl, hb, tidx):
         work = source_work(ctl, params, counters, state, out_hdr, out_slots, rdtsc())
         beats += 1
-        beat(hb, beats, work)
-        if work == 0:
-            idle(params)
+        end_iteration(params, hb, beats, work)
     store_relaxed(hb, HB_STATE, THREAD_STOPPED)
 
 
@@ -79,15 +86,11 @@ def run_strategy(ctl, params, hb, tidx, counters, in_hdr, in_slots, out_hdr, out
     store_relaxed(hb, HB_STATE, THREAD_RUNNING)
     beats = load_relaxed(hb, HB_BEAT)
     mult = load_relaxed(ctl, CTL_TSC_MULT)
-    while load_acquire(ctl, CTL_STOP) == 0:
-        if load_relaxed(ctl, CTL_STALL + tidx) != 0:
-            stall(ctl, hb, tidx)
+    while keep_running(ctl, hb, tidx):
         batch = load_relaxed(params, P_BATCH)
         work = passthrough_work(counters, in_hdr, in_slots, out_hdr, out_slots, hop_hist, mult, batch)
         beats += 1
-        beat(hb, beats, work)
-        if work == 0:
-            idle(params)
+        end_iteration(params, hb, beats, work)
     store_relaxed(hb, HB_STATE, THREAD_STOPPED)
 
 
@@ -97,15 +100,11 @@ def run_gateway(ctl, params, hb, tidx, counters, state, in_hdr, in_slots, hop_hi
     store_relaxed(hb, HB_STATE, THREAD_RUNNING)
     beats = load_relaxed(hb, HB_BEAT)
     mult = load_relaxed(ctl, CTL_TSC_MULT)
-    while load_acquire(ctl, CTL_STOP) == 0:
-        if load_relaxed(ctl, CTL_STALL + tidx) != 0:
-            stall(ctl, hb, tidx)
+    while keep_running(ctl, hb, tidx):
         batch = load_relaxed(params, P_BATCH)
         work = sink_work(counters, state, in_hdr, in_slots, hop_hist, pipe_hist, mult, batch)
         beats += 1
-        beat(hb, beats, work)
-        if work == 0:
-            idle(params)
+        end_iteration(params, hb, beats, work)
     store_relaxed(hb, HB_STATE, THREAD_STOPPED)
 
 
@@ -119,17 +118,13 @@ def run_fused(
     store_relaxed(hb, HB_STATE, THREAD_RUNNING)
     beats = load_relaxed(hb, HB_BEAT)
     mult = load_relaxed(ctl, CTL_TSC_MULT)
-    while load_acquire(ctl, CTL_STOP) == 0:
-        if load_relaxed(ctl, CTL_STALL + tidx) != 0:
-            stall(ctl, hb, tidx)
+    while keep_running(ctl, hb, tidx):
         batch = load_relaxed(params, P_BATCH)
         work = source_work(ctl, params, feed_counters, feed_state, r1_hdr, r1_slots, rdtsc())
         work += passthrough_work(strat_counters, r1_hdr, r1_slots, r2_hdr, r2_slots, hop1_hist, mult, batch)
         work += sink_work(gw_counters, gw_state, r2_hdr, r2_slots, hop2_hist, pipe_hist, mult, batch)
         beats += 1
-        beat(hb, beats, work)
-        if work == 0:
-            idle(params)
+        end_iteration(params, hb, beats, work)
     store_relaxed(hb, HB_STATE, THREAD_STOPPED)
 
 
