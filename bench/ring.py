@@ -226,16 +226,7 @@ def run_pair(producer, consumer, cores, bctl, limit_s):
     bctl[:] = 0
     bctl[B_SENT] = -1
     threads = [threading.Thread(target=body, args=(i, fn), daemon=True) for i, fn in enumerate((consumer, producer))]
-    for t in threads:
-        t.start()
-    end = time.monotonic() + limit_s + JOIN_SLACK_S
-    for t in threads:
-        t.join(max(0.0, end - time.monotonic()))
-    if any(t.is_alive() for t in threads):
-        bctl[B_STOP] = 1
-        for t in threads:
-            t.join(5.0)
-        raise RuntimeError("benchmark threads did not finish within their time limit")
+    _start_and_join(threads, limit_s, "benchmark", on_timeout=lambda: bctl.__setitem__(B_STOP, 1))
     if errors:
         raise errors[0]
     consumer_result, producer_result = results
@@ -388,13 +379,25 @@ def peer_tput(cores):
 def _join_python_pair(producer, consumer, limit_s):
     """Run the peer's two Python threads (consumer first) and wait for both, bounded."""
     threads = [threading.Thread(target=consumer, daemon=True), threading.Thread(target=producer, daemon=True)]
+    _start_and_join(threads, limit_s, "SimpleQueue peer")
+
+
+def _start_and_join(threads, limit_s, what, on_timeout=None):
+    """Start `threads` and wait for all of them within the run's limit plus slack; a straggler is an error.
+
+    `on_timeout` (the numba pair's stop flag) gets a stuck loop to leave before the error is raised.
+    """
     for t in threads:
         t.start()
     end = time.monotonic() + limit_s + JOIN_SLACK_S
     for t in threads:
         t.join(max(0.0, end - time.monotonic()))
     if any(t.is_alive() for t in threads):
-        raise RuntimeError("SimpleQueue peer threads did not finish within their time limit")
+        if on_timeout is not None:
+            on_timeout()
+            for t in threads:
+                t.join(5.0)
+        raise RuntimeError(f"{what} threads did not finish within their time limit")
 
 
 # ---------------------------------------------------------------------------------------------
