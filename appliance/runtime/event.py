@@ -49,3 +49,17 @@ assert EVENT_DTYPE.itemsize == EVENT_SIZE
 # Event kinds. 0 is never written, so a zeroed slot is recognisably empty.
 KIND_NONE = 0
 KIND_SYNTHETIC = 1  # runtime self-test traffic (source -> pass-through -> sink)
+# Book events from the feed (symbol = book slot, seq = ITCH sequence, aux = ITCH timestamp ns):
+KIND_BBO = 2  # best bid/offer changed: px/qty = bid, px2/qty2 = ask (0/0 when that side is empty)
+KIND_TRADE = 3  # a print: px/qty, side of the resting order, ref = match number, flags = TRADE_* below
+KIND_STATE = 4  # trading state: flags = ITCH state char (H, P, Q, T) or halt action, ref = reason alpha4
+KIND_SYSTEM = 5  # system event: flags = ITCH event code (O, S, Q, M, E, C)
+
+TRADE_EXECUTION = 1  # E: an order executed at its own price
+TRADE_EXECUTION_PRICE = 2  # C: executed at another price; TRADE_NON_PRINTABLE also set when not printable
+TRADE_HIDDEN = 3  # P: against a non-displayed order
+TRADE_CROSS = 4  # Q: opening/closing/IPO/halt cross
+TRADE_NON_PRINTABLE = 0x100
+
+SIDE_BID = 0
+SIDE_ASK = 1
