@@ -14,10 +14,13 @@ from typing import Any
 AUTO = "auto"
 Core = int | str  # a core number, or "auto"
 Cores = tuple[int, ...] | str  # core numbers, or "auto"
+Symbols = tuple[str, ...]  # stock symbols
 
 # Field annotation (a string, given the __future__ import) -> the `Key.type` that `Key.validate` checks.
-_TYPES = {"str": "str", "int": "int", "float": "float", "bool": "bool", "Core": "core", "Cores": "cores"}
+_TYPES = {"str": "str", "int": "int", "float": "float", "bool": "bool", "Core": "core", "Cores": "cores",
+          "Symbols": "symbols"}
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_SYMBOL_RE = re.compile(r"[A-Z0-9][A-Z0-9 .+-]{0,7}")
 HOT_THREADS = {"split": ("feed", "strategy", "gateway"), "fused": ("fused",)}
 
 
@@ -95,6 +98,47 @@ class SyntheticConfig:
 
 
 @dataclass(frozen=True)
+class FeedConfig:
+    """Market data in: NASDAQ TotalView-ITCH 5.0 over MoldUDP64, with gap recovery."""
+
+    source: str = key("synthetic", "synthetic: runtime self-test events; moldudp64: ITCH 5.0 over MoldUDP64 "
+                      "(UDP multicast or unicast) into the L3 book.", choices=("synthetic", "moldudp64"))
+    address: str = key("127.0.0.1", "Multicast group to join, or the local unicast address to bind.", format="ip")
+    port: int = key(26477, "UDP port of the MoldUDP64 stream.", min=1, max=65535)
+    interface: str = key("0.0.0.0", "Local address of the interface that joins the multicast group "
+                         "(0.0.0.0 = the kernel's choice).", format="ip")
+    session: str = key("", "Expected MoldUDP64 session name (up to 10 characters); \"\" = the first one seen. "
+                       "Packets of any other session are counted and dropped.", format="session")
+    retransmit_host: str = key("127.0.0.1", "MoldUDP64 retransmission (re-request) server address.", format="ip")
+    retransmit_port: int = key(0, "Re-request server UDP port; 0 = no recovery, every gap is unrecoverable "
+                               "at once.", min=0, max=65535)
+    request_timeout_ms: int = key(50, "A re-request not answered within this is sent again.", min=1, max=60000)
+    max_retries: int = key(5, "Re-requests of one gap before it is declared unrecoverable.", min=0, max=1000)
+    max_request: int = key(1000, "Most messages asked for in one re-request.", min=1, max=65534)
+    gap_buffer: int = key(65536, "Messages that may arrive past a gap and wait (64 bytes each) while it is "
+                          "recovered; more makes the gap unrecoverable.", min=64, max=16777216, power_of_two=True)
+    on_unrecoverable_gap: str = key("continue", "continue: count the lost messages, mark the books suspect in "
+                                    "/status and go on; halt: stop applying the feed (health turns red).",
+                                    choices=("continue", "halt"))
+    receive_buffer: int = key(16777216, "SO_RCVBUF bytes asked for (SO_RCVBUFFORCE when root).",
+                              min=65536, max=1073741824)
+    max_payload: int = key(1472, "Largest MoldUDP64 datagram payload accepted, in bytes.", min=64, max=65507)
+    symbols: Symbols = key((), "Stocks to book, e.g. [\"AAPL\", \"MSFT\"]; [] = every symbol in the Stock Directory.")
+
+
+@dataclass(frozen=True)
+class BookConfig:
+    """Capacity of the L3 order books (preallocated; exceeding one is counted, never fatal)."""
+
+    max_orders: int = key(4194304, "Live orders held across all books.", min=1024, max=268435456,
+                          power_of_two=True)
+    levels: int = key(256, "Price levels kept per symbol and side; orders beyond are counted as level_overflow.",
+                      min=4, max=65536)
+    max_symbols: int = key(12000, "Symbols booked at most (NASDAQ lists about 12,000 stock locates).",
+                           min=1, max=65536)
+
+
+@dataclass(frozen=True)
 class ControlConfig:
     """The control plane's HTTP endpoint and admin API."""
 
@@ -134,6 +178,8 @@ class Config:
     cpu: CpuConfig = field(default_factory=CpuConfig)
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    feed: FeedConfig = field(default_factory=FeedConfig)
+    book: BookConfig = field(default_factory=BookConfig)
     control: ControlConfig = field(default_factory=ControlConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     numba: NumbaConfig = field(default_factory=NumbaConfig)
@@ -172,7 +218,7 @@ class Key:
     """One config key: dotted path, type name, default, doc and constraints."""
 
     path: str
-    type: str  # "str", "int", "float", "bool", "core" ("auto" | int) or "cores" ("auto" | list of int)
+    type: str  # "str", "int", "float", "bool", "core" ("auto" | int), "cores" ("auto" | list of int), "symbols"
     default: Any
     doc: str
     reloadable: bool = False
@@ -180,7 +226,7 @@ class Key:
     min: float | None = None
     max: float | None = None
     power_of_two: bool = False
-    format: str | None = None  # "name" (process name) or "ip" (address literal)
+    format: str | None = None  # "name" (process name), "ip" (address literal) or "session" (MoldUDP64)
 
     @property
     def section(self) -> str:
@@ -197,12 +243,16 @@ class Key:
             return "one of " + ", ".join(repr(c) for c in self.choices)
         if self.format == "name":
             return "1 to 64 characters from A-Z a-z 0-9 _ . -"
+        if self.format == "session":
+            return "up to 10 printable ASCII characters"
         if self.format == "ip":
             return "an IPv4 or IPv6 address literal such as '127.0.0.1' or '::1'"
         if self.type == "core":
             return f"'auto' or a core number >= {self.min}"
         if self.type == "cores":
             return f"'auto' or a non-empty list of distinct core numbers >= {self.min}"
+        if self.type == "symbols":
+            return "a list of distinct stock symbols, 1 to 8 characters of A-Z 0-9 . + - and space"
         if self.type in ("int", "float"):
             what = "a power of two" if self.power_of_two else "an integer" if self.type == "int" else "a number"
             if self.max is None:
@@ -218,7 +268,8 @@ class Key:
         elif t == "str":
             ok = isinstance(value, str) and (not self.choices or value in self.choices) and (
                 self.format != "name" or _NAME_RE.fullmatch(value) is not None) and (
-                self.format != "ip" or _is_ip(value))
+                self.format != "ip" or _is_ip(value)) and (
+                self.format != "session" or len(value) <= 10 and value.isascii() and value.isprintable())
         elif t in ("core", "cores") and value == AUTO:
             ok = True
         elif t in ("int", "float", "core"):
@@ -227,6 +278,9 @@ class Key:
             value = float(value) if ok and t == "float" else value
         elif t == "cores" and isinstance(value, list) and value:
             ok = all(_is_int(c) and self._in_range(c) for c in value) and len(set(value)) == len(value)
+            value = tuple(value) if ok else value
+        elif t == "symbols" and isinstance(value, (list, tuple)):
+            ok = all(isinstance(v, str) and _SYMBOL_RE.fullmatch(v) for v in value) and len(set(value)) == len(value)
             value = tuple(value) if ok else value
         if not ok:
             raise ValueError(f"expected {self.expects}; got {describe(value, self._type_ok(value))}")
@@ -242,7 +296,7 @@ class Key:
             return self.type == "bool"
         return {"bool": False, "str": isinstance(value, str), "int": isinstance(value, int),
                 "float": isinstance(value, (int, float)), "core": isinstance(value, (int, str)),
-                "cores": isinstance(value, (list, str))}[self.type]
+                "cores": isinstance(value, (list, str)), "symbols": isinstance(value, list)}[self.type]
 
 
 def _is_int(value: Any) -> bool:

@@ -34,8 +34,9 @@ def test_defaults():
 
 
 def test_schema_is_complete_and_consistent():
-    assert SECTIONS == ("process", "log", "runtime", "cpu", "memory", "synthetic", "control", "health", "numba")
-    assert len(SCHEMA) == 28 and len(KEYS) == 28
+    assert SECTIONS == ("process", "log", "runtime", "cpu", "memory", "synthetic", "feed", "book", "control",
+                        "health", "numba")
+    assert len(SCHEMA) == 46 and len(KEYS) == 46
     assert {k.path for k in SCHEMA if k.reloadable} == {
         "log.level", "synthetic.rate", "health.heartbeat_timeout_ms", "health.status_interval_s"}
     for k in SCHEMA:
@@ -117,6 +118,12 @@ def test_values_are_read_and_converted():
     ("[cpu]\ncontrol = [0, 0]", "cpu.control", "distinct"),
     ("[cpu]\ncontrol = [0, true]", "cpu.control", "got [0, true]"),
     ("[process]\nname = 'has space'", "process.name", "1 to 64 characters"),
+    ("[feed]\nsymbols = ['AAPL', 'aapl']", "feed.symbols", "list of distinct stock symbols"),
+    ("[feed]\nsymbols = ['AAPL', 'AAPL']", "feed.symbols", "got ['AAPL', 'AAPL']"),
+    ("[feed]\nsymbols = 'AAPL'", "feed.symbols", "got a string ('AAPL')"),
+    ("[feed]\nsession = 'ELEVENCHARS'", "feed.session", "up to 10 printable ASCII characters"),
+    ("[feed]\naddress = 'localhost'", "feed.address", "address literal"),
+    ("[book]\nmax_orders = 1000000", "book.max_orders", "power of two"),
     ("[process]\nname = ''", "process.name", "got ''"),
     ("[process]\nname = '" + "x" * 65 + "'", "process.name", "1 to 64 characters"),
     ("[control]\nhost = 'localhost'", "control.host", "IPv4 or IPv6 address literal"),
