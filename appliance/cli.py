@@ -98,6 +98,13 @@ def cmd_version(args) -> int:
     return 0
 
 
+def _delegate(module: str, argv: list[str]) -> int:
+    """Run a tool whose module has its own `main(argv)` (imported only when used: it compiles kernels)."""
+    import importlib
+
+    return importlib.import_module(module).main(argv) or 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="appliance",
@@ -122,6 +129,16 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--json", action="store_true", help="print the report as one JSON object")
     d.set_defaults(func=cmd_demo)
 
+    # Tools with their own argument parsers: everything after the command word is theirs.
+    rp = sub.add_parser("replay", help="replay an ITCH 5.0 day file through the decoder and L3 book",
+                        add_help=False)
+    rp.add_argument("args", nargs=argparse.REMAINDER)
+    rp.set_defaults(func=lambda a: _delegate(TOOLS["replay"], a.args))
+    gp = sub.add_parser("generate", help="write a synthetic ITCH 5.0 day file (seeded, realistic order flow)",
+                        add_help=False)
+    gp.add_argument("args", nargs=argparse.REMAINDER)
+    gp.set_defaults(func=lambda a: _delegate(TOOLS["generate"], a.args))
+
     c = sub.add_parser("config", help="configuration tools", description="Configuration tools.")
     csub = c.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
     cc = csub.add_parser("check", help="validate a config file and print the effective config",
@@ -138,7 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+TOOLS = {"replay": "appliance.feed.replay", "generate": "appliance.venue.generator"}
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in TOOLS:  # before argparse, which would take the tool's own options for ours
+        return _delegate(TOOLS[argv[0]], argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

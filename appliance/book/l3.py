@@ -128,7 +128,7 @@ def make_book(max_orders: int = 1 << 22, levels: int = 256, max_symbols: int = 1
 
 # ---- errors -------------------------------------------------------------------------------------
 @njit(nogil=True, cache=True)
-def _fault(bk, kind, seq, mtype, locate, ref):
+def record_fault(bk, kind, seq, mtype, locate, ref):
     """Count one bad input by kind and keep it as an example while there is room."""
     n = bk.stats[kind]
     bk.stats[kind] = n + 1
@@ -314,7 +314,7 @@ def _new_slot(bk, locate, stock, seq, mtype):
         return UNTRACKED
     slot = bk.meta[M_SYMBOLS]
     if slot >= bk.meta[M_MAX_SYMBOLS]:
-        _fault(bk, ST_SYMBOL_TABLE_FULL, seq, mtype, locate, 0)
+        record_fault(bk, ST_SYMBOL_TABLE_FULL, seq, mtype, locate, 0)
         bk.loc_slot[locate] = UNTRACKED
         return UNTRACKED
     bk.meta[M_SYMBOLS] = slot + 1
@@ -344,21 +344,21 @@ def _add(bk, slot, locate, ref, side_byte, shares, price, seq, mtype, t_in, ts, 
     elif side_byte == 83:  # 'S'
         side = 1
     else:
-        _fault(bk, ST_BAD_SIDE, seq, mtype, locate, ref)
+        record_fault(bk, ST_BAD_SIDE, seq, mtype, locate, ref)
         return 0
     if bk.meta[M_LIVE] >= bk.meta[M_MAX_LIVE]:
-        _fault(bk, ST_ORDER_TABLE_FULL, seq, mtype, locate, ref)
+        record_fault(bk, ST_ORDER_TABLE_FULL, seq, mtype, locate, ref)
         return 0
     orders = bk.orders
     i = _insert(orders, bk.meta[M_MASK], ref)
     if i < 0:
-        _fault(bk, ST_DUPLICATE_ORDER, seq, mtype, locate, ref)
+        record_fault(bk, ST_DUPLICATE_ORDER, seq, mtype, locate, ref)
         return 0
     book_side = 2 * slot + side
     tkey, tqty = _top(bk, book_side)
     key = _side_key(side, price)
     if not _level_add(bk, book_side, key, shares):
-        _fault(bk, ST_LEVEL_OVERFLOW, seq, mtype, locate, ref)
+        record_fault(bk, ST_LEVEL_OVERFLOW, seq, mtype, locate, ref)
     o = orders[i]
     o.ref = ref
     o.price = price
@@ -384,11 +384,11 @@ def _reduce(bk, slot, locate, ref, shares, trade_flags, trade_px, match, seq, mt
     mask = bk.meta[M_MASK]
     i = _find(orders, mask, ref)
     if i < 0:
-        _fault(bk, ST_UNKNOWN_ORDER, seq, mtype, locate, ref)
+        record_fault(bk, ST_UNKNOWN_ORDER, seq, mtype, locate, ref)
         return 0
     o = orders[i]
     if o.slot != slot:
-        _fault(bk, ST_LOCATE_MISMATCH, seq, mtype, locate, ref)
+        record_fault(bk, ST_LOCATE_MISMATCH, seq, mtype, locate, ref)
         return 0
     side = np.int64(o.side)
     price = np.int64(o.price)
@@ -396,13 +396,13 @@ def _reduce(bk, slot, locate, ref, shares, trade_flags, trade_px, match, seq, mt
     if shares < 0:  # delete
         shares = left
     elif shares > left:
-        _fault(bk, ST_OVER_EXECUTION, seq, mtype, locate, ref)
+        record_fault(bk, ST_OVER_EXECUTION, seq, mtype, locate, ref)
         shares = left
     book_side = 2 * slot + side
     tkey, tqty = _top(bk, book_side)
     gone = shares == left
     if not _level_remove(bk, book_side, _side_key(side, price), shares, gone):
-        _fault(bk, ST_LEVEL_MISS, seq, mtype, locate, ref)
+        record_fault(bk, ST_LEVEL_MISS, seq, mtype, locate, ref)
     if gone:
         _erase(orders, mask, i)
         bk.meta[M_LIVE] -= 1
@@ -427,24 +427,24 @@ def _replace(bk, slot, locate, old_ref, new_ref, shares, price, seq, mtype, t_in
     mask = bk.meta[M_MASK]
     i = _find(orders, mask, old_ref)
     if i < 0:
-        _fault(bk, ST_UNKNOWN_ORDER, seq, mtype, locate, old_ref)
+        record_fault(bk, ST_UNKNOWN_ORDER, seq, mtype, locate, old_ref)
         return 0
     o = orders[i]
     if o.slot != slot:
-        _fault(bk, ST_LOCATE_MISMATCH, seq, mtype, locate, old_ref)
+        record_fault(bk, ST_LOCATE_MISMATCH, seq, mtype, locate, old_ref)
         return 0
     if _find(orders, mask, new_ref) >= 0:
-        _fault(bk, ST_DUPLICATE_ORDER, seq, mtype, locate, new_ref)
+        record_fault(bk, ST_DUPLICATE_ORDER, seq, mtype, locate, new_ref)
         return 0
     side = np.int64(o.side)
     book_side = 2 * slot + side
     tkey, tqty = _top(bk, book_side)
     if not _level_remove(bk, book_side, _side_key(side, np.int64(o.price)), np.int64(o.shares), True):
-        _fault(bk, ST_LEVEL_MISS, seq, mtype, locate, old_ref)
+        record_fault(bk, ST_LEVEL_MISS, seq, mtype, locate, old_ref)
     _erase(orders, mask, i)
     j = _insert(orders, mask, new_ref)
     if not _level_add(bk, book_side, _side_key(side, price), shares):
-        _fault(bk, ST_LEVEL_OVERFLOW, seq, mtype, locate, new_ref)
+        record_fault(bk, ST_LEVEL_OVERFLOW, seq, mtype, locate, new_ref)
     no = orders[j]
     no.ref = new_ref
     no.price = price
@@ -467,14 +467,14 @@ def book_apply(bk, buf, off, ln, seq, t_in, out, out_mask, pos):
     room for two. Bad messages are counted by kind and skipped.
     """
     if ln <= 0:
-        _fault(bk, ST_ZERO_LENGTH, seq, 0, 0, ln)
+        record_fault(bk, ST_ZERO_LENGTH, seq, 0, 0, ln)
         return 0
     mtype = np.int64(buf[off])
     if d.MSG_LENGTH[mtype] != ln:
         if d.MSG_LENGTH[mtype] == 0:
-            _fault(bk, ST_UNKNOWN_TYPE, seq, mtype, 0, ln)
+            record_fault(bk, ST_UNKNOWN_TYPE, seq, mtype, 0, ln)
         else:
-            _fault(bk, ST_BAD_LENGTH, seq, mtype, 0, ln)
+            record_fault(bk, ST_BAD_LENGTH, seq, mtype, 0, ln)
         return 0
     bk.counts[mtype] += 1
     bk.stats[ST_MESSAGES] += 1
