@@ -14,6 +14,8 @@ right-aligned in front of the body so BodyLength never needs padding or a memmov
  | (unused) | 8=FIX.4.4|9=LEN|   | 35=D|49=SENDER|56=TARGET|34=<SEQ 9>|52=<SENDING 21>|<slots>...
  +----------+--------------------+----------+--------------------------------------------------
 
+ last 32 bytes (STAMP_CACHE): the second of the last timestamp written, formatted, reused within it.
+
  slots after S (offsets below are from S; all three types share SEQ and SENDING):
    S+0   SEQ 9 digits     S+13  SENDING YYYYMMDD-HH:MM:SS.sss
  D  S+38 11=CLORD 16 | S+58 54=SIDE | S+63 38=QTY 9 | S+76 40=ORDTYPE | S+81 59=TIF | S+86 60=TRANSACT 21
@@ -34,8 +36,9 @@ return (-1, ERR_*) so the caller counts it by kind.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+from numba import njit, uint64
 
+from ..runtime.wire import get_u64, put_u64
 from .fix44 import MSG_NEW_ORDER_SINGLE, MSG_ORDER_CANCEL_REPLACE_REQUEST, MSG_ORDER_CANCEL_REQUEST
 
 # ---- widths ---------------------------------------------------------------------------------------
@@ -58,6 +61,10 @@ HEAD_MAX = 17       # "8=FIX.4.4|" (10) + "9=" (2) + up to 4 length digits + SOH
 BODY_OFF = HEAD_MAX
 COMP_ID_MAX = 32
 TEMPLATE_SIZE = 512
+# The last bytes of a template cache the formatted second of the last timestamp written:
+# [second + 1 (u64, 0 = empty)][YYYYMMDD-HH:MM:SS.sss]. Formatting a date costs more than the rest of
+# the message; it changes once a second.
+STAMP_CACHE = TEMPLATE_SIZE - 32
 
 ORD_TYPE_MARKET = ord("1")
 ORD_TYPE_LIMIT = ord("2")
@@ -162,6 +169,20 @@ def _put_timestamp(buf, off, ns):
 
 
 @njit(inline="always", cache=True)
+def _put_stamp(buf, off, ns):
+    """_put_timestamp through the template's one-second cache."""
+    ms_total = ns // 1000000
+    sec = ms_total // 1000
+    if get_u64(buf, STAMP_CACHE) != sec + 1:
+        _put_timestamp(buf, STAMP_CACHE + 8, ns)
+        put_u64(buf, STAMP_CACHE, sec + 1)
+    for k in range(17):
+        buf[off + k] = buf[STAMP_CACHE + 8 + k]
+    buf[off + 17] = 46  # '.'
+    _put_digits(buf, off + 18, 3, ms_total - sec * 1000)
+
+
+@njit(inline="always", cache=True)
 def _put_price(buf, off, price):
     _put_digits(buf, off, PRICE_INT_W, price // 10000)
     buf[off + PRICE_INT_W] = 46
@@ -216,7 +237,8 @@ def _finish(buf, off, symbol, nsym):
     _put_digits(buf, p + 12, nd, body_len)
     buf[BODY_OFF - 1] = 1
     s = 0
-    for i in range(start, off):
+    # Unsigned indices: no negative-index wraparound check, so LLVM vectorises the sum.
+    for i in range(uint64(start), uint64(off)):
         s += buf[i]
     off = _put_tag(buf, off, 49, 48)
     _put_digits(buf, off, 3, s & 0xFF)
@@ -252,13 +274,13 @@ def encode_new_order(buf, seq_off, seq, sending_ns, clordid, side, qty, ord_type
         return -1, err
     s = seq_off
     _put_digits(buf, s, SEQ_W, seq)
-    _put_timestamp(buf, s + SENDING, sending_ns)
+    _put_stamp(buf, s + SENDING, sending_ns)
     _put_digits(buf, s + D_CLORD, CLORD_W, clordid)
     buf[s + D_SIDE] = side
     _put_digits(buf, s + D_QTY, QTY_W, qty)
     buf[s + D_ORDTYPE] = ord_type
     buf[s + D_TIF] = tif
-    _put_timestamp(buf, s + D_TRANSACT, transact_ns)
+    _put_stamp(buf, s + D_TRANSACT, transact_ns)
     off = s + D_TAIL
     if ord_type != ORD_TYPE_MARKET:
         off = _put_tag(buf, off, 52, 52)
@@ -278,12 +300,12 @@ def encode_cancel(buf, seq_off, seq, sending_ns, orig_clordid, clordid, side, qt
         return -1, err
     s = seq_off
     _put_digits(buf, s, SEQ_W, seq)
-    _put_timestamp(buf, s + SENDING, sending_ns)
+    _put_stamp(buf, s + SENDING, sending_ns)
     _put_digits(buf, s + F_ORIG, CLORD_W, orig_clordid)
     _put_digits(buf, s + F_CLORD, CLORD_W, clordid)
     buf[s + F_SIDE] = side
     _put_digits(buf, s + F_QTY, QTY_W, qty)
-    _put_timestamp(buf, s + F_TRANSACT, transact_ns)
+    _put_stamp(buf, s + F_TRANSACT, transact_ns)
     return _finish(buf, s + F_TAIL, symbol, _symbol_len(symbol))
 
 
@@ -300,14 +322,14 @@ def encode_replace(buf, seq_off, seq, sending_ns, orig_clordid, clordid, side, q
         return -1, err
     s = seq_off
     _put_digits(buf, s, SEQ_W, seq)
-    _put_timestamp(buf, s + SENDING, sending_ns)
+    _put_stamp(buf, s + SENDING, sending_ns)
     _put_digits(buf, s + G_ORIG, CLORD_W, orig_clordid)
     _put_digits(buf, s + G_CLORD, CLORD_W, clordid)
     buf[s + G_SIDE] = side
     _put_digits(buf, s + G_QTY, QTY_W, qty)
     buf[s + G_ORDTYPE] = ord_type
     buf[s + G_TIF] = tif
-    _put_timestamp(buf, s + G_TRANSACT, transact_ns)
+    _put_stamp(buf, s + G_TRANSACT, transact_ns)
     off = s + G_TAIL
     if ord_type != ORD_TYPE_MARKET:
         off = _put_tag(buf, off, 52, 52)

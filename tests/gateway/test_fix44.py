@@ -363,6 +363,18 @@ def test_hot_template_reuse_leaves_no_stale_bytes():
     simplefix_check(raw)
 
 
+def test_hot_timestamp_cache_follows_the_clock():
+    buf, seq_off = H.build_template(F.MSG_ORDER_CANCEL_REQUEST, "GW", "VENUE")
+    base = 1_709_251_199 * 10**9  # 2024-02-29 23:59:59 UTC
+    steps = [0, 1, 999_999_999, 10**9, 10**9 + 5 * 10**6, 1, 86_400 * 10**9 + 7, 999_000_000]
+    for i, ns in enumerate(base + d for d in steps):
+        transact = ns - (i % 3) * 600_000_000  # sometimes in the previous second
+        start, end = H.encode_cancel(buf, seq_off, i + 1, ns, 1, 2, 50, 10, transact, alpha_to_int("IBM"))
+        raw = bytes(buf[start:end])
+        assert raw == _python_order(F.MSG_ORDER_CANCEL_REQUEST, "GW", "VENUE", i + 1, ns, 2, 50, 10, 0, 0, 0,
+                                    transact, "IBM", orig=1), i
+
+
 @pytest.mark.parametrize("field, value, err", [
     ("seq", H.SEQ_LIMIT, H.ERR_SEQ), ("seq", -1, H.ERR_SEQ), ("clordid", H.CLORD_LIMIT, H.ERR_CLORDID),
     ("qty", H.QTY_LIMIT, H.ERR_QTY), ("qty", -5, H.ERR_QTY), ("price", H.PRICE_LIMIT, H.ERR_PRICE),
