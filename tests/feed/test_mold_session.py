@@ -220,6 +220,29 @@ def test_message_too_long_for_a_slot_is_requested_again():
     assert seqs(r.feed(data(2, 2))) == [2, 3]
 
 
+def test_request_may_exceed_the_gap_buffer():
+    r = Receiver(gap_buffer_messages=8, max_request=20)
+    r.feed(data(1, 1))
+    r.feed(data(4, 1))
+    assert r.request() == (2, 2)
+    r.feed(data(2, 2))
+    r.feed(mold.encode_heartbeat(SESSION, 40))
+    assert r.request() == (5, 20), "the retransmission arrives in order, so it need not fit the gap buffer"
+    assert seqs(r.feed(data(5, 20))) == list(range(5, 25))
+    assert r.request() == (25, 15)
+
+
+def test_without_recovery_every_gap_is_lost_at_once():
+    r = Receiver(recovery=False)
+    r.feed(data(1, 1))
+    assert seqs(r.feed(data(3, 1))) == [3]
+    assert seqs(r.feed(data(6, 1))) == [6]
+    r.feed(mold.encode_heartbeat(SESSION, 9))
+    assert r.expected == 9 and r.request() is None
+    c = r.c
+    assert (c["unrecoverable"], c["loss_events"], c["requests"]) == (1 + 2 + 2, 3, 0)
+
+
 def test_heartbeat_beyond_expected_reveals_a_trailing_gap():
     r = Receiver()
     r.feed(data(1, 3))
@@ -293,7 +316,7 @@ def test_bad_configuration_is_refused():
     with pytest.raises(ValueError, match="power of two"):
         ms.make_session(gap_buffer_messages=1000)
     with pytest.raises(ValueError, match="max_request"):
-        ms.make_session(gap_buffer_messages=16, max_request=32)
+        ms.make_session(max_request=70000)
     with pytest.raises(ValueError, match="on_loss"):
         ms.make_session(on_loss="panic")
     with pytest.raises(ValueError, match="longer than 10"):
