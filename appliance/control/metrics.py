@@ -103,6 +103,55 @@ class ApplianceCollector:
         s = snaps["pipeline"]
         pipe.add_metric([], s.prometheus_buckets(), s.sum_ns / 1e9)
         yield pipe
+        if eng.feed is not None:
+            yield from feed_metrics(eng.feed.stats())
+
+
+# MoldUDP64 session counters exported one metric each: (counter, metric suffix, help).
+_MOLD = (
+    ("packets", "packets", "MoldUDP64 datagrams received."),
+    ("bytes", "bytes", "Bytes of MoldUDP64 datagrams received."),
+    ("messages", "messages", "ITCH messages delivered in sequence to the book."),
+    ("heartbeats", "heartbeats", "MoldUDP64 heartbeat packets."),
+    ("dup_packets", "duplicate_packets", "Packets entirely below the expected sequence (duplicates, late)."),
+    ("dup_messages", "duplicate_messages", "Messages already delivered or already waiting."),
+    ("gaps", "gaps", "Times a packet revealed missing messages."),
+    ("gap_messages", "gap_messages", "Messages those gaps spanned."),
+    ("requests", "rerequests", "Re-request packets sent to the retransmission server."),
+    ("timeouts", "rerequest_timeouts", "Re-requests that timed out."),
+    ("recovered", "recovered_messages", "Missing messages that arrived later (retransmitted or reordered)."),
+    ("unrecoverable", "unrecoverable_messages", "Messages declared lost."),
+    ("loss_events", "unrecoverable_gaps", "Gaps declared unrecoverable."),
+)
+_MOLD_MALFORMED = {"bad_truncated": "truncated_packet", "bad_overrun": "block_overrun",
+                   "bad_session": "wrong_session", "oversize": "oversize_message"}
+
+
+def feed_metrics(st: dict):
+    """Metric families of the live ITCH feed: MoldUDP64 counters, ITCH per type, malformed input by kind."""
+    mold = st["mold"]
+    for key, name, doc in _MOLD:
+        yield CounterMetricFamily(f"appliance_feed_{name}", doc, value=mold[key])
+    bad = CounterMetricFamily("appliance_feed_malformed", "Bad input counted and skipped, by kind.", labels=["kind"])
+    for key, kind in _MOLD_MALFORMED.items():
+        bad.add_metric([kind], mold[key])
+    for kind, n in st["book"]["malformed"].items():
+        bad.add_metric([kind], n)
+    yield bad
+    by_type = CounterMetricFamily("appliance_feed_itch_messages", "ITCH messages applied, by type.", labels=["type"])
+    for t, n in st["book"]["by_type"].items():
+        by_type.add_metric([t], n)
+    yield by_type
+    book = st["book"]
+    yield GaugeMetricFamily("appliance_book_symbols", "Symbols with a book.", value=book["symbols"])
+    yield GaugeMetricFamily("appliance_book_live_orders", "Orders resting in the books.", value=book["live_orders"])
+    yield CounterMetricFamily("appliance_book_bbo_changes", "Best bid/offer changes published.", value=book["bbo_events"])
+    yield CounterMetricFamily("appliance_book_trades", "Trades seen on the feed.", value=book["trades"])
+    yield GaugeMetricFamily("appliance_feed_expected_sequence", "Next MoldUDP64 sequence number expected.",
+                            value=st["expected_seq"])
+    yield GaugeMetricFamily("appliance_feed_loss", "1 once messages were declared unrecoverable.", value=int(st["loss"]))
+    yield GaugeMetricFamily("appliance_feed_halted", "1 when the feed halted on an unrecoverable gap.",
+                            value=int(st["halted"]))
 
 
 def make_registry(state) -> CollectorRegistry:

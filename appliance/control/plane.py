@@ -52,6 +52,9 @@ class ProcessState:
             f"{n}: heartbeat silent for {silent[n] * 1000:.0f} ms (limit {self.monitor.timeout_s * 1000:.0f} ms)"
             for n in self.monitor.stalled()
         ]
+        feed = self.engine.feed
+        if feed is not None and not feed.healthy():
+            reasons.append("feed: halted on an unrecoverable MoldUDP64 gap (feed.on_unrecoverable_gap = \"halt\")")
         return not reasons, reasons
 
     def status(self) -> dict:
@@ -74,6 +77,8 @@ class ProcessState:
         if eng is not None:
             arena = eng.arena.describe()
             arena.pop("regions")
+            if eng.feed is not None:
+                out["feed"] = eng.feed.stats()
             out.update({
                 "compile_seconds": eng.compile_seconds,
                 "arena": arena,
@@ -236,6 +241,9 @@ class ControlPlane:
                 withheld = not ok
                 if now - last_status >= st.cfg.health.status_interval_s:
                     last_status = now
+                    if st.engine.feed is not None:
+                        for line in st.engine.feed.new_problems():
+                            log.warning("feed: %s", line)
                     text = self.status_line()
                     self.notifier.status(text)
                     log.debug("%s", text)

@@ -66,7 +66,12 @@ class Engine:
         ctl[CTL_TSC_MULT] = self.tsc.mult
         ctl[CTL_TSC_HZ] = int(self.tsc.hz)
         self.apply_params(cfg)
-        self.calls = kernel_calls(self.arena)
+        self.feed = None
+        if cfg.feed.source == "moldudp64":
+            from ..feed.itch_feed import ItchFeed
+
+            self.feed = ItchFeed(cfg)
+        self.calls = kernel_calls(self.arena, self.feed)
         self.threads: list = []
         self.compile_seconds = None
         self.started_at = None
@@ -109,7 +114,10 @@ class Engine:
         """Set the stop flag and wait up to `timeout` seconds in all; True if every hot thread ended."""
         self.arena.view("control")[CTL_STOP] = 1
         deadline = time.monotonic() + timeout
-        return all(t.join(max(deadline - time.monotonic(), 0.0)) for t in self.threads)
+        ok = all(t.join(max(deadline - time.monotonic(), 0.0)) for t in self.threads)
+        if ok and self.feed is not None:
+            self.feed.close()
+        return ok
 
     def set_stall(self, name: str, on: bool) -> None:
         """Fault injection: hold (or release) a hot thread so its heartbeat stops advancing."""

@@ -7,6 +7,7 @@ heartbeat each iteration, and idles by the configured strategy only when no agen
 
 from numba import njit
 
+from ..feed.itch_feed import itch_feed_work
 from ..feed.synthetic import source_work
 from ..gateway.sink import sink_work
 from ..strategy.passthrough import passthrough_work
@@ -81,6 +82,19 @@ def run_feed(ctl, params, hb, tidx, counters, state, out_hdr, out_slots):
 
 
 @njit(nogil=True, cache=True)
+def run_itch_feed(ctl, params, hb, tidx, counters, io, sess, bk, out_hdr, out_slots):
+    """Feed thread (split layout) on the live ITCH 5.0 / MoldUDP64 feed."""
+    store_relaxed(hb, HB_STATE, THREAD_RUNNING)
+    beats = load_relaxed(hb, HB_BEAT)
+    mult = load_relaxed(ctl, CTL_TSC_MULT)
+    while keep_running(ctl, hb, tidx):
+        work = itch_feed_work(io, sess, bk, counters, out_hdr, out_slots, mult)
+        beats += 1
+        end_iteration(params, hb, beats, work)
+    store_relaxed(hb, HB_STATE, THREAD_STOPPED)
+
+
+@njit(nogil=True, cache=True)
 def run_strategy(ctl, params, hb, tidx, counters, in_hdr, in_slots, out_hdr, out_slots, hop_hist):
     """Strategy thread (split layout)."""
     store_relaxed(hb, HB_STATE, THREAD_RUNNING)
@@ -128,20 +142,53 @@ def run_fused(
     store_relaxed(hb, HB_STATE, THREAD_STOPPED)
 
 
-def kernel_calls(arena) -> list:
-    """(thread name, numba loop, its arguments) for every hot thread of the arena's layout."""
+@njit(nogil=True, cache=True)
+def run_fused_itch(
+    ctl, params, hb, tidx,
+    feed_counters, io, sess, bk, strat_counters, gw_counters, gw_state,
+    r1_hdr, r1_slots, r2_hdr, r2_slots, hop1_hist, hop2_hist, pipe_hist,
+):  # fmt: skip
+    """The fused hot thread on the live ITCH feed: feed, strategy and gateway work in turn."""
+    store_relaxed(hb, HB_STATE, THREAD_RUNNING)
+    beats = load_relaxed(hb, HB_BEAT)
+    mult = load_relaxed(ctl, CTL_TSC_MULT)
+    while keep_running(ctl, hb, tidx):
+        batch = load_relaxed(params, P_BATCH)
+        work = itch_feed_work(io, sess, bk, feed_counters, r1_hdr, r1_slots, mult)
+        work += passthrough_work(strat_counters, r1_hdr, r1_slots, r2_hdr, r2_slots, hop1_hist, mult, batch)
+        work += sink_work(gw_counters, gw_state, r2_hdr, r2_slots, hop2_hist, pipe_hist, mult, batch)
+        beats += 1
+        end_iteration(params, hb, beats, work)
+    store_relaxed(hb, HB_STATE, THREAD_STOPPED)
+
+
+def kernel_calls(arena, feed=None) -> list:
+    """(thread name, numba loop, its arguments) for every hot thread of the arena's layout.
+
+    `feed` is the live ItchFeed when feed.source = "moldudp64"; without it the feed thread runs the
+    synthetic source.
+    """
     v = arena.view
     ctl, params, hb, counters, state = v("control"), v("params"), v("heartbeat"), v("counters"), v("state")
     hist = v("hist")
     r1 = (v("ring.feed_to_strategy.hdr"), v("ring.feed_to_strategy.slots"))
     r2 = (v("ring.strategy_to_gateway.hdr"), v("ring.strategy_to_gateway.slots"))
     threads = arena.layout.threads
+    if feed is not None:
+        io, sess, bk = feed.kernel_args()
+        if threads == ("fused",):
+            args = (ctl, params, hb[0], 0, counters[0], io, sess, bk, counters[1], counters[2], state[2], *r1, *r2,
+                    hist[0], hist[1], hist[2])  # fmt: skip
+            return [("fused", run_fused_itch, args)]
+        feed_call = ("feed", run_itch_feed, (ctl, params, hb[0], 0, counters[0], io, sess, bk, *r1))
+    else:
+        feed_call = ("feed", run_feed, (ctl, params, hb[0], 0, counters[0], state[0], *r1))
     if threads == ("fused",):
         args = (ctl, params, hb[0], 0, counters[0], state[0], counters[1], counters[2], state[2], *r1, *r2,
                 hist[0], hist[1], hist[2])  # fmt: skip
         return [("fused", run_fused, args)]
     return [
-        ("feed", run_feed, (ctl, params, hb[0], 0, counters[0], state[0], *r1)),
+        feed_call,
         ("strategy", run_strategy, (ctl, params, hb[1], 1, counters[1], *r1, *r2, hist[0])),
         ("gateway", run_gateway, (ctl, params, hb[2], 2, counters[2], state[2], *r2, hist[1], hist[2])),
     ]
