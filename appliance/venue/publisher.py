@@ -289,9 +289,15 @@ def publish_loop(ctl, cfg, st, ctr, rng, session, buf, offsets, data_fd, dest, r
     now = net.monotonic_ns(ts)
     st[ST_T0] = now
     st[ST_LAST_SEND] = now
+    burst = 0  # data packets sent in consecutive iterations
     while load_acquire(ctl, CTL_STOP) == 0:
         now = net.monotonic_ns(ts)
-        worked = _serve(cfg, st, ctr, session, buf, offsets, retrans_fd, rpkt, req, src, srclen) > 0
+        worked = False
+        # While bursting, look for re-requests every 8th packet: an empty recvfrom is a system call too.
+        if burst & 7 == 0:
+            worked = _serve(cfg, st, ctr, session, buf, offsets, retrans_fd, rpkt, req, src, srclen) > 0
+        bursting = burst
+        burst = 0
         nxt = st[ST_NEXT_SEQ]
         if now < st[ST_STALL_UNTIL]:
             cpu_pause()
@@ -319,6 +325,7 @@ def publish_loop(ctl, cfg, st, ctr, rng, session, buf, offsets, data_fd, dest, r
                     ctr[K_MESSAGES] += n
                     _send_data(cfg, st, ctr, rng, data_fd, dest, pkt, size, n, held)
                     st[ST_LAST_SEND] = now
+                    burst = bursting + 1
                     if nxt + n > total:  # the last message is out: announce the end at once
                         _flush_held(cfg, st, ctr, data_fd, dest, held)
                         put_header_nb(pkt, 0, session, total + 1, COUNT_END_OF_SESSION)

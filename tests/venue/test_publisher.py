@@ -38,7 +38,7 @@ def dayfile(n: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate(parts, axis=1)).reshape(-1)
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, inline="always")
 def append(out, pos, src, off, length):
     """Write one message back in day-file form (length prefix, bytes)."""
     out[pos] = length >> 8
@@ -48,7 +48,9 @@ def append(out, pos, src, off, length):
     return pos + 2 + length
 
 
-@njit(nogil=True, cache=True)
+# Not cached: numba keys a cached kernel on its own file only, so a cached receive loop would keep running
+# the mold_session it was first compiled against after that module changed.
+@njit(nogil=True)
 def receive(fd, sess, pkt, d_off, d_len, d_seq, retrans_addr, out, ts, deadline_ns):
     """A feed-loop stand-in: recv, mold_on_packet or mold_poll, copy every delivery back into day-file form,
     send the re-requests. Returns (bytes written, 1 complete / 0 deadline / -1 out of room)."""
@@ -76,11 +78,44 @@ def receive(fd, sess, pkt, d_off, d_len, d_seq, retrans_addr, out, ts, deadline_
             return pos, 1
 
 
+@njit(nogil=True)
+def receive_mmsg(fd, sess, batch, d_off, d_len, d_seq, retrans_addr, out, ts, deadline_ns):
+    """`receive` reading up to a batch of datagrams per system call (recvmmsg)."""
+    pos = 0
+    while True:
+        now = net.monotonic_ns(ts)
+        if now > deadline_ns:
+            return pos, 0
+        m = net.sock_recvmmsg(fd, batch)
+        if m <= 0:
+            k = ms.mold_poll(sess, now, d_off, d_len, d_seq)
+            for i in range(k):
+                if pos + 2 + d_len[i] > out.shape[0]:
+                    return pos, -1
+                pos = append(out, pos, sess.gap, ~d_off[i], d_len[i])
+        for j in range(m):
+            pkt = batch.bufs[j]
+            k = ms.mold_on_packet(sess, pkt, net.mmsg_len(batch, j), now, d_off, d_len, d_seq)
+            for i in range(k):
+                off = d_off[i]
+                if pos + 2 + d_len[i] > out.shape[0]:
+                    return pos, -1
+                if off >= 0:
+                    pos = append(out, pos, pkt, off, d_len[i])
+                else:
+                    pos = append(out, pos, sess.gap, ~off, d_len[i])
+        if ms.mold_take_request(sess):
+            net.sock_sendto(fd, sess.request, 0, mold.REQUEST_SIZE, retrans_addr)
+        if ms.mold_complete(sess):
+            return pos, 1
+
+
 class Rx:
     """A receive socket and session, running `receive` on its own thread."""
 
-    def __init__(self, size, rcvbuf=32 << 20, **session_kw):
+    def __init__(self, size, rcvbuf=32 << 20, mmsg=0, **session_kw):
         self.sock = net.udp_receiver("127.0.0.1", 0, rcvbuf=rcvbuf)
+        self.mmsg = net.make_mmsg_batch(mmsg, 2048) if mmsg else None
         self.sess = ms.make_session(**session_kw)
         self.pkt = np.zeros(mold.MAX_DATAGRAM, dtype=np.uint8)
         self.d = ms.make_delivery(self.sess)
@@ -93,14 +128,16 @@ class Rx:
         return self.sock.getsockname()
 
     def start(self, retrans, deadline_s):
-        args = (self.sock.fileno(), self.sess, self.pkt, *self.d, net.sockaddr_in(*retrans), self.out,
-                np.zeros(2, np.int64), time.monotonic_ns() + int(deadline_s * 1e9))
-        receive(*args[:-1], 0)  # compile or load here, not on the clock (returns at once: deadline passed)
-        self.thread = threading.Thread(target=self._run, args=args, daemon=True)
+        kernel = receive if self.mmsg is None else receive_mmsg
+        args = (self.sock.fileno(), self.sess, self.pkt if self.mmsg is None else self.mmsg, *self.d,
+                net.sockaddr_in(*retrans), self.out, np.zeros(2, np.int64),
+                time.monotonic_ns() + int(deadline_s * 1e9))
+        kernel(*args[:-1], 0)  # compile or load here, not on the clock (returns at once: deadline passed)
+        self.thread = threading.Thread(target=self._run, args=(kernel, *args), daemon=True)
         self.thread.start()
 
-    def _run(self, *args):
-        self.result = receive(*args)
+    def _run(self, kernel, *args):
+        self.result = kernel(*args)
 
     def close(self):
         self.sock.close()
@@ -251,12 +288,13 @@ def test_multicast_loopback(publisher):
     rx.close()
 
 
-def test_end_to_end_recovery_over_loopback_is_byte_exact(publisher):
+@pytest.mark.parametrize("mmsg", [0, 16], ids=["recv", "recvmmsg"])
+def test_end_to_end_recovery_over_loopback_is_byte_exact(publisher, mmsg):
     """200k messages with 1% drops, duplicates, reordering and a stall: the receiver rebuilds the day file."""
     n = 200_000
     day = dayfile(n)
-    faults = Faults(drop=0.01, duplicate=0.005, reorder=0.01, stall_at=n // 2, stall_s=0.03, seed=11)
-    rx = Rx(day.shape[0], gap_buffer_messages=1 << 18, request_timeout_ns=20_000_000, max_retries=20)
+    faults = Faults(drop=0.01, duplicate=0.005, reorder=0.01, stall_at=n // 2, stall_s=0.03, seed=11 + mmsg)
+    rx = Rx(day.shape[0], mmsg=mmsg, gap_buffer_messages=1 << 18, request_timeout_ns=20_000_000, max_retries=20)
     p = publisher(day, rx.address, rate=2_000_000, heartbeat_s=0.02, faults=faults)
     rx.start(p.retrans_address, deadline_s=60)
     p.start()
