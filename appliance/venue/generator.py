@@ -122,6 +122,9 @@ S_SWEEP_LEFT = 40  # further executions of an aggressive order sweeping a side
 S_SWEEP_SYM = 41
 S_SWEEP_SIDE = 42
 S_EMITTED = 43
+S_SEG_J = 44  # index of the next flow message within its segment
+S_SEG_ACC = 45  # (j * r) mod c for that segment (see _flow_time)
+S_SEG_FRAC = 46  # floor(j * r / c)
 ST_RNG = 48  # xorshift64* state (bits of a uint64)
 MPIDS = 64
 MAX_MPIDS = 16
@@ -156,6 +159,9 @@ HEAP_WORDS = 2
 REF_BITS = 33  # references stay below 2**33: at most 4 per message, and messages are capped below
 PRICE_CEIL = 1 << 30  # generated prices stay below this, so keys stay below 2**63
 MAX_MESSAGES = 2_000_000_000
+
+# ---- time segments: rows (start, length, first flow index, end flow index, length // count, length % count)
+SEG_T0, SEG_LEN, SEG_LO, SEG_HI, SEG_Q, SEG_R = range(6)
 
 # ---- schedule rows: (time, kind, symbol index, a, b) ----------------------------------------------
 EV_SYSTEM = 0  # a: event code
@@ -306,7 +312,7 @@ def _best(pool, heap, sym, s, side):
     return pool[s, side, heap[s, side, 0, H_SLOT], P_PRICE]
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def _insert(pool, heap, sym, s, side, ref, price, shares):
     i = sym[s, Y_NSIDE + side]
     sym[s, Y_NSIDE + side] = i + 1
@@ -319,7 +325,7 @@ def _insert(pool, heap, sym, s, side, ref, price, shares):
     _sift(pool, heap, s, side, i, i + 1)
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def _remove(pool, heap, sym, s, side, i):
     """Drop slot i of `side` from its heap and its pool (the side's last slot moves into it)."""
     n = sym[s, Y_NSIDE + side] - 1
@@ -410,7 +416,7 @@ def _next_match(st):
     return m
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def _do_add(out, p, ts, st, sym, pool, heap, s):
     nb = sym[s, Y_NSIDE]
     na = sym[s, Y_NSIDE + 1]
@@ -439,7 +445,7 @@ def _do_add(out, p, ts, st, sym, pool, heap, s):
     return m + length
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def _do_delete(out, p, ts, st, sym, pool, heap, s):
     side, i = _any_order(st, sym, s)
     side2, j = _any_order(st, sym, s)
@@ -455,7 +461,7 @@ def _do_delete(out, p, ts, st, sym, pool, heap, s):
     return m + LEN_D
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def _do_cancel(out, p, ts, st, sym, pool, heap, s):
     side, i = _any_order(st, sym, s)
     sh = pool[s, side, i, P_SHARES]
@@ -476,7 +482,7 @@ def _do_cancel(out, p, ts, st, sym, pool, heap, s):
     return m + LEN_X
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def _do_replace(out, p, ts, st, sym, pool, heap, s):
     side, i = _any_order(st, sym, s)
     old_ref = pool[s, side, i, P_REF]
@@ -500,7 +506,7 @@ def _do_replace(out, p, ts, st, sym, pool, heap, s):
     return m + LEN_U
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def _do_exec(out, p, ts, st, sym, pool, heap, s, side, with_price, sweep):
     """Execute against the best-priced, oldest order of `side` (-1: pick the side the fair price leans to)."""
     if side < 0:
@@ -547,7 +553,7 @@ def _do_exec(out, p, ts, st, sym, pool, heap, s, side, with_price, sweep):
     return m + length
 
 
-@njit(cache=True)
+@njit(inline="always", cache=True)
 def _do_trade(out, p, ts, st, sym, pool, heap, s):
     """A hidden (non-displayed) order executes: a P at or inside the spread, no book change."""
     bb = _best(pool, heap, sym, s, 0)
@@ -804,19 +810,30 @@ def _emit_scheduled(out, p, ts, st, sym, row):
 
 @njit(inline="always", cache=True)
 def _flow_time(st, seg):
-    """The time of flow message st[S_FLOW]: spread evenly (with jitter) over its time segment."""
+    """The time of flow message st[S_FLOW]: spread evenly (with jitter) over its time segment.
+
+    Message j of a segment of length L holding c messages goes at start + floor(j * L / c) plus a
+    jitter below L // c, so times never decrease. floor(j * L / c) = j * (L // c) + floor(j * (L % c) / c)
+    is kept incrementally: no division per message, no overflow.
+    """
     k = st[S_FLOW]
     si = st[S_SEG]
-    while k >= seg[si, 3]:
-        si += 1
-    st[S_SEG] = si
-    lo = seg[si, 2]
-    cnt = seg[si, 3] - lo
-    ln = seg[si, 1]
-    q = ln // cnt
-    j = k - lo
-    # Split so nothing overflows int64; successive times differ by at least q, the jitter is below q.
-    t = seg[si, 0] + j * q + j * (ln % cnt) // cnt
+    if k >= seg[si, SEG_HI]:
+        while k >= seg[si, SEG_HI]:  # empty segments are skipped
+            si += 1
+        st[S_SEG] = si
+        st[S_SEG_J] = 0
+        st[S_SEG_ACC] = 0
+        st[S_SEG_FRAC] = 0
+    j = st[S_SEG_J]
+    q = seg[si, SEG_Q]
+    t = seg[si, SEG_T0] + j * q + st[S_SEG_FRAC]
+    acc = st[S_SEG_ACC] + seg[si, SEG_R]
+    if acc >= seg[si, SEG_HI] - seg[si, SEG_LO]:
+        acc -= seg[si, SEG_HI] - seg[si, SEG_LO]
+        st[S_SEG_FRAC] += 1
+    st[S_SEG_ACC] = acc
+    st[S_SEG_J] = j + 1
     if q > 1:
         t += _below(st, q)
     return t
@@ -1135,7 +1152,7 @@ class Generator:
         return sched, flow_start
 
     def _segments(self, t0: int, t1: int) -> np.ndarray:
-        """Rows (start, length, first flow index, end flow index) spreading the flow over the day."""
+        """Time segments (SEG_* columns) spreading the flow over the day by the activity profile."""
         p = self.params
         t1 = max(t1, t0 + 1)
         nseg = max(1, -(-(t1 - t0) // self.SEGMENT_NS))
@@ -1144,11 +1161,14 @@ class Generator:
         w = _profile_weight(starts + lengths // 2, p.open_ns, p.close_ns) * lengths
         cum = np.round(np.cumsum(w) / w.sum() * self.flow_messages).astype(np.int64)
         cum[-1] = self.flow_messages
-        seg = np.empty((nseg, 4), dtype=np.int64)
-        seg[:, 0] = starts
-        seg[:, 1] = lengths
-        seg[:, 2] = np.concatenate(([0], cum[:-1]))
-        seg[:, 3] = cum
+        seg = np.zeros((nseg, 6), dtype=np.int64)
+        seg[:, SEG_T0] = starts
+        seg[:, SEG_LEN] = lengths
+        seg[:, SEG_LO] = np.concatenate(([0], cum[:-1]))
+        seg[:, SEG_HI] = cum
+        count = np.maximum(seg[:, SEG_HI] - seg[:, SEG_LO], 1)
+        seg[:, SEG_Q] = lengths // count
+        seg[:, SEG_R] = lengths % count
         return seg
 
     # -- running ----------------------------------------------------------------------------------
