@@ -12,7 +12,7 @@ a numba nogil hot loop with no allocation. The caller owns the socket:
             apply(pkt, off, d_len[i])                         # message number d_seq[i]
         else:
             apply(sess.gap, ~off, d_len[i])
-    if mold_take_request(sess):                               # a re-request is due
+    while mold_take_request(sess):                            # re-requests due (or one per packet)
         sock_sendto(fd, sess.request, 0, REQUEST_SIZE, retrans_addr)
 
 Deliveries stay valid until the next mold_on_packet/mold_poll call (and while `pkt` is not overwritten).
@@ -20,10 +20,11 @@ In the common in-order case they point into the packet itself, nothing is copied
 beyond a gap are copied into a bounded gap buffer (one 64-byte slot per message, indexed by
 sequence) and delivered from there once the gap is filled by retransmission, or declared lost.
 
-One re-request is outstanding at a time: it asks for the first missing run (up to `max_request`
-messages), is re-sent after `request_timeout_ns` up to `max_retries` times, and then the run is
-declared unrecoverable: its messages are counted lost, skipped, the parked messages after it are
-delivered, and F_LOSS is raised for the caller. With on_loss="halt" the session instead stops
+Every hole is re-requested as soon as it is seen (up to `max_request` messages), so many holes cost
+one round trip. The first missing run is then tracked: re-sent after `request_timeout_ns` (judged by
+mold_poll, when the socket is empty) up to `max_retries` times, and then declared unrecoverable: its
+messages are counted lost, skipped, the parked messages after it are delivered, and F_LOSS is raised
+for the caller. With on_loss="halt" the session instead stops
 delivering anything (F_HALTED) until it is recreated. A gap wider than the gap buffer is handled
 the same way at once (F_OVERFLOW).
 """
@@ -35,6 +36,7 @@ from collections import namedtuple
 import numpy as np
 from numba import njit
 
+from ..runtime.net import copy_bytes
 from .moldudp64_descriptor import (
     BLOCK_LEN_SIZE,
     COUNT_END_OF_SESSION,
@@ -64,10 +66,13 @@ S_REQ_END = 7  # one past its last sequence
 S_REQ_DEADLINE = 8  # when it times out (ns, caller's clock)
 S_REQ_TRIES = 9  # times the current missing run has been requested
 S_REQ_FROM = 10  # S_EXPECTED when the request was sent (progress check on timeout)
-S_REQ_READY = 11  # 1 when sess.request holds a packet the caller has not sent yet
+S_RQ_HEAD = 11  # request packets handed to the caller (mold_take_request)
 S_END_SEQ = 12  # sequence carried by the end-of-session packet
 S_LAST_NS = 13  # time of the last packet accepted from the session (for staleness checks)
-N_STATE = 16
+S_RQ_TAIL = 14  # request packets queued
+S_HOLE_HEAD = 15  # hole records retired
+S_HOLE_TAIL = 16  # hole records written
+N_STATE = 24
 
 # ---- flag bits (S_FLAGS) ---------------------------------------------------------------------------
 F_LOSS = 1  # messages were declared unrecoverable (sticky until mold_clear_loss)
@@ -86,6 +91,8 @@ P_START_SEQ = 6  # first expected sequence; 0 = take it from the first packet (l
 P_ON_LOSS = 7  # ON_LOSS_CONTINUE or ON_LOSS_HALT
 P_SESSION_FIXED = 8  # 1 when the session name was configured, 0 to learn it from the first packet
 P_RECOVERY = 9  # 1: re-request gaps; 0: no retransmission server, every gap is lost at once
+P_REQ_QUEUE = 10  # request packets that can wait for the caller (power of two)
+P_HOLES = 11  # holes remembered as requested on sight (power of two)
 N_CONFIG = 16
 
 ON_LOSS_CONTINUE = 0
@@ -115,25 +122,28 @@ C_BAD_OVERRUN = 18  # malformed: a block (length field or message) runs past the
 C_BAD_SESSION = 19  # packets of another session
 C_OVERSIZE = 20  # messages too long for a gap slot (not parked; requested again later)
 C_HALTED = 21  # packets ignored because the session halted
+C_QUEUE_FULL = 22  # requests not queued because the caller was not taking them
 N_COUNTERS = 24
 
 COUNTER_NAMES = (
     "packets", "bytes", "messages", "heartbeats", "end_packets", "dup_packets", "dup_messages", "gaps",
     "gap_messages", "parked", "requests", "retries", "timeouts", "recovered", "unrecoverable",
     "loss_events", "overflows", "bad_truncated", "bad_overrun", "bad_session", "oversize", "halted",
+    "queue_full",
 )
 
 MoldSession = namedtuple("MoldSession", ["state", "config", "counters", "session", "gap", "gap_seq",
-                                         "gap_len", "request"])
+                                         "gap_len", "request", "request_queue", "holes"])
 MoldSession.__doc__ = """A MoldUDP64 receiver's arrays: state words, configuration, counters, the 10 session
 bytes, the gap buffer (capacity x slot bytes, flat) with the sequence (-1: free) and length of each slot,
-and the request packet the caller sends when mold_take_request says so."""
+the request packet the caller sends when mold_take_request says so, the queue of request packets
+behind it, and the holes requested on sight (start, end, time sent)."""
 
 
 def make_session(*, gap_buffer_messages: int = 65536, slot_size: int = 64, max_request: int = 1024,
                  request_timeout_ns: int = 10_000_000, max_retries: int = 3, start_seq: int = 1,
                  session: str | bytes | None = None, on_loss: str = "continue", recovery: bool = True,
-                 counters: np.ndarray | None = None) -> MoldSession:
+                 request_queue: int = 64, holes: int = 256, counters: np.ndarray | None = None) -> MoldSession:
     """A receiver session. `session` None learns the name from the first packet; `start_seq` 0 takes the
     first packet's sequence (joining late), else messages from `start_seq` on are required. Without
     `recovery` (no retransmission server) every gap is declared lost as soon as it is seen.
@@ -147,6 +157,9 @@ def make_session(*, gap_buffer_messages: int = 65536, slot_size: int = 64, max_r
         raise ValueError(f"slot_size must be >= 1, got {slot_size}")
     if request_timeout_ns <= 0 or max_retries < 0 or start_seq < 0:
         raise ValueError("request_timeout_ns must be > 0, max_retries and start_seq >= 0")
+    for name, v in (("request_queue", request_queue), ("holes", holes)):
+        if v < 1 or v & (v - 1):
+            raise ValueError(f"{name} must be a power of two >= 1, got {v}")
     if on_loss not in ON_LOSS:
         raise ValueError(f"on_loss must be one of {sorted(ON_LOSS)}, got {on_loss!r}")
     if counters is None:
@@ -164,6 +177,8 @@ def make_session(*, gap_buffer_messages: int = 65536, slot_size: int = 64, max_r
     config[P_ON_LOSS] = ON_LOSS[on_loss]
     config[P_SESSION_FIXED] = 0 if session is None else 1
     config[P_RECOVERY] = 1 if recovery else 0
+    config[P_REQ_QUEUE] = request_queue
+    config[P_HOLES] = holes
     return MoldSession(
         state=np.zeros(N_STATE, dtype=np.int64),
         config=config,
@@ -173,6 +188,8 @@ def make_session(*, gap_buffer_messages: int = 65536, slot_size: int = 64, max_r
         gap_seq=np.full(cap, -1, dtype=np.int64),
         gap_len=np.zeros(cap, dtype=np.int64),
         request=np.zeros(REQUEST_SIZE, dtype=np.uint8),
+        request_queue=np.zeros(request_queue * REQUEST_SIZE, dtype=np.uint8),
+        holes=np.zeros(holes * 3, dtype=np.int64),
     )
 
 
@@ -196,13 +213,19 @@ def counters_dict(sess: MoldSession) -> dict[str, int]:
 _HOT = dict(nogil=True, cache=True, _nrt=False)
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(**_HOT)
 def mold_take_request(sess):
-    """REQUEST_SIZE when sess.request holds a re-request the caller must send now (and marks it taken), else 0."""
-    if sess.state[S_REQ_READY] != 0:
-        sess.state[S_REQ_READY] = 0
-        return REQUEST_SIZE
-    return 0
+    """REQUEST_SIZE when a re-request is due: it is now in sess.request for the caller to send; else 0.
+    Several may be queued: call it until it returns 0, or once per packet."""
+    st = sess.state
+    h = st[S_RQ_HEAD]
+    if h >= st[S_RQ_TAIL]:
+        return 0
+    base = (h & (sess.config[P_REQ_QUEUE] - 1)) * REQUEST_SIZE
+    for i in range(REQUEST_SIZE):
+        sess.request[i] = sess.request_queue[base + i]
+    st[S_RQ_HEAD] = h + 1
+    return REQUEST_SIZE
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -272,8 +295,8 @@ def _skip_to(sess, target, d_off, d_len, d_seq, k):
         st[S_HIGH] = target
     st[S_REQ_OUT] = 0
     st[S_REQ_TRIES] = 0
-    st[S_REQ_READY] = 0
     if halt:
+        st[S_RQ_HEAD] = st[S_RQ_TAIL]
         st[S_FLAGS] |= F_HALTED
         return k
     return _drain(sess, d_off, d_len, d_seq, k)
@@ -290,26 +313,76 @@ def _run_end(sess, expected, limit):
 
 
 @njit(**_HOT)
-def _issue(sess, now_ns):
-    """Queue a re-request for the missing run at the expected sequence."""
+def _queue_request(sess, seq, count):
+    """Put a request packet in the queue for the caller; False when the caller is not taking them."""
+    st = sess.state
+    t = st[S_RQ_TAIL]
+    qsize = sess.config[P_REQ_QUEUE]
+    if t - st[S_RQ_HEAD] >= qsize:
+        sess.counters[C_QUEUE_FULL] += 1
+        return False
+    put_request_nb(sess.request_queue, (t & (qsize - 1)) * REQUEST_SIZE, sess.session, seq, count)
+    st[S_RQ_TAIL] = t + 1
+    sess.counters[C_REQUESTS] += 1
+    return True
+
+
+@njit(**_HOT)
+def _request_hole(sess, lo, hi, now_ns):
+    """A hole was just seen: ask for it at once, whatever older hole is still being recovered, so that
+    recovering many holes costs one round trip, not one each. Remembered so it is not asked twice."""
+    st = sess.state
+    cfg = sess.config
+    if cfg[P_RECOVERY] == 0 or (st[S_FLAGS] & F_HALTED) != 0:
+        return
+    hi = min(hi, lo + cfg[P_MAX_REQUEST])
+    if not _queue_request(sess, lo, hi - lo):
+        return
+    t = st[S_HOLE_TAIL]
+    if t - st[S_HOLE_HEAD] >= cfg[P_HOLES]:
+        st[S_HOLE_HEAD] = t - cfg[P_HOLES] + 1  # forget the oldest: at worst it is asked again
+    base = (t & (cfg[P_HOLES] - 1)) * 3
+    sess.holes[base] = lo
+    sess.holes[base + 1] = hi
+    sess.holes[base + 2] = now_ns
+    st[S_HOLE_TAIL] = t + 1
+
+
+@njit(**_HOT)
+def _issue(sess, now_ns, resend):
+    """Make the missing run at the expected sequence the tracked request: ask for it, unless (and not
+    `resend`) it was asked for on sight less than a timeout ago, in which case wait for that answer."""
     st = sess.state
     cfg = sess.config
     expected = st[S_EXPECTED]
     end = _run_end(sess, expected, min(st[S_HIGH], expected + cfg[P_MAX_REQUEST]))
-    put_request_nb(sess.request, 0, sess.session, expected, end - expected)
+    deadline = now_ns + cfg[P_TIMEOUT_NS]
+    ask = True
+    hmask = cfg[P_HOLES] - 1
+    h = st[S_HOLE_HEAD]
+    while h < st[S_HOLE_TAIL] and sess.holes[(h & hmask) * 3 + 1] <= expected:
+        h += 1
+    st[S_HOLE_HEAD] = h
+    if not resend and h < st[S_HOLE_TAIL]:
+        base = (h & hmask) * 3
+        if sess.holes[base] <= expected and now_ns < sess.holes[base + 2] + cfg[P_TIMEOUT_NS]:
+            ask = False
+            end = min(end, sess.holes[base + 1])
+            deadline = sess.holes[base + 2] + cfg[P_TIMEOUT_NS]
+    if ask:
+        _queue_request(sess, expected, end - expected)
     st[S_REQ_OUT] = 1
     st[S_REQ_SEQ] = expected
     st[S_REQ_END] = end
     st[S_REQ_FROM] = expected
-    st[S_REQ_DEADLINE] = now_ns + cfg[P_TIMEOUT_NS]
+    st[S_REQ_DEADLINE] = deadline
     st[S_REQ_TRIES] += 1
-    st[S_REQ_READY] = 1
-    sess.counters[C_REQUESTS] += 1
 
 
 @njit(**_HOT)
-def _maintain(sess, now_ns, d_off, d_len, d_seq, k):
-    """After any change or on a poll: request the first missing run, re-send on timeout, give up after retries."""
+def _maintain(sess, now_ns, d_off, d_len, d_seq, k, idle):
+    """After any change or on a poll: request the first missing run; when `idle` (the caller found its
+    socket empty), also re-send a timed-out request and give up after the retries."""
     st = sess.state
     ctr = sess.counters
     if st[S_FLAGS] & F_HALTED:
@@ -318,18 +391,18 @@ def _maintain(sess, now_ns, d_off, d_len, d_seq, k):
     if expected >= st[S_HIGH]:
         st[S_REQ_OUT] = 0
         st[S_REQ_TRIES] = 0
-        st[S_REQ_READY] = 0
+        st[S_RQ_HEAD] = st[S_RQ_TAIL]  # the gap closed (reordering): requests not yet sent are moot
         return k
     if sess.config[P_RECOVERY] == 0:
         while (st[S_FLAGS] & F_HALTED) == 0 and st[S_EXPECTED] < st[S_HIGH]:
             k = _skip_to(sess, _run_end(sess, st[S_EXPECTED], st[S_HIGH]), d_off, d_len, d_seq, k)
         return k
     if st[S_REQ_OUT] == 0:
-        _issue(sess, now_ns)
+        _issue(sess, now_ns, False)
     elif expected >= st[S_REQ_END]:  # answered in full: go after the next missing run
         st[S_REQ_TRIES] = 0
-        _issue(sess, now_ns)
-    elif now_ns >= st[S_REQ_DEADLINE]:
+        _issue(sess, now_ns, False)
+    elif idle and now_ns >= st[S_REQ_DEADLINE]:
         ctr[C_TIMEOUTS] += 1
         if expected > st[S_REQ_FROM]:  # partly answered (a capped reply): ask for the rest, no retry spent
             st[S_REQ_TRIES] = 0
@@ -337,11 +410,11 @@ def _maintain(sess, now_ns, d_off, d_len, d_seq, k):
             target = _run_end(sess, expected, min(st[S_REQ_END], st[S_HIGH]))
             k = _skip_to(sess, target, d_off, d_len, d_seq, k)
             if (st[S_FLAGS] & F_HALTED) == 0 and st[S_EXPECTED] < st[S_HIGH]:
-                _issue(sess, now_ns)
+                _issue(sess, now_ns, False)
         else:
             if st[S_REQ_TRIES] > 0:
                 ctr[C_RETRIES] += 1
-            _issue(sess, now_ns)
+            _issue(sess, now_ns, True)
     return k
 
 
@@ -377,6 +450,7 @@ def _slow_path(sess, pkt, seq, count, now_ns, d_off, d_len, d_seq):
     if seq > old_high:
         ctr[C_GAPS] += 1
         ctr[C_GAP_MESSAGES] += seq - old_high
+        _request_hole(sess, old_high, seq, now_ns)
     if seq + count > old_high:
         st[S_HIGH] = seq + count
     k = 0
@@ -398,9 +472,7 @@ def _slow_path(sess, pkt, seq, count, now_ns, d_off, d_len, d_seq):
                 elif length > slot_size:
                     ctr[C_OVERSIZE] += 1
                 else:
-                    base = slot * slot_size
-                    for j in range(length):
-                        sess.gap[base + j] = pkt[moff + j]
+                    copy_bytes(sess.gap, slot * slot_size, pkt, moff, length)
                     sess.gap_seq[slot] = s
                     sess.gap_len[slot] = length
                     st[S_PARKED] += 1
@@ -425,7 +497,7 @@ def _slow_path(sess, pkt, seq, count, now_ns, d_off, d_len, d_seq):
         st[S_EXPECTED] = s + 1
         if st[S_PARKED] > 0:
             k = _drain(sess, d_off, d_len, d_seq, k)
-    k = _maintain(sess, now_ns, d_off, d_len, d_seq, k)
+    k = _maintain(sess, now_ns, d_off, d_len, d_seq, k, False)
     ctr[C_MESSAGES] += k
     return k
 
@@ -465,10 +537,11 @@ def mold_on_packet(sess, pkt, n, now_ns, d_off, d_len, d_seq):
         if seq > st[S_HIGH]:  # the publisher is further on than anything seen: a trailing gap
             ctr[C_GAPS] += 1
             ctr[C_GAP_MESSAGES] += seq - st[S_HIGH]
+            _request_hole(sess, st[S_HIGH], seq, now_ns)
             st[S_HIGH] = seq
         if st[S_HIGH] <= st[S_EXPECTED]:
             return 0
-        k = _maintain(sess, now_ns, d_off, d_len, d_seq, 0)
+        k = _maintain(sess, now_ns, d_off, d_len, d_seq, 0, False)
         ctr[C_MESSAGES] += k
         return k
 
@@ -513,14 +586,18 @@ def mold_on_packet(sess, pkt, n, now_ns, d_off, d_len, d_seq):
 
 @njit(**_HOT)
 def mold_poll(sess, now_ns, d_off, d_len, d_seq):
-    """Call when no packet arrived: re-sends or gives up on a timed-out request; returns messages to deliver
-    (parked ones released by a loss), like mold_on_packet."""
+    """Call when the socket had nothing to read: re-sends a timed-out request, or declares its run lost after
+    the retries; returns messages to deliver (parked ones released by a loss), like mold_on_packet.
+
+    Timeouts are judged only here, with the socket drained: after the receiver itself stalled, the answer
+    may be waiting in the socket behind a backlog, and that must not use up the retries. Costs two
+    compares when no gap is open."""
     st = sess.state
     if st[S_EXPECTED] >= st[S_HIGH] or st[S_STARTED] == 0:
         return 0
     if st[S_REQ_OUT] != 0 and now_ns < st[S_REQ_DEADLINE]:
         return 0
-    k = _maintain(sess, now_ns, d_off, d_len, d_seq, 0)
+    k = _maintain(sess, now_ns, d_off, d_len, d_seq, 0, True)
     sess.counters[C_MESSAGES] += k
     return k
 

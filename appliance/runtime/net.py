@@ -42,6 +42,7 @@ _recvmmsg = types.ExternalFunction("recvmmsg", types.int32(types.int32, _p, type
 _sendmmsg = types.ExternalFunction("sendmmsg", types.int32(types.int32, _p, types.uint32, types.int32))
 _errno_location = types.ExternalFunction("__errno_location", types.CPointer(types.int32)())
 _clock_gettime = types.ExternalFunction("clock_gettime", types.int32(types.int32, _p))
+_memcpy = types.ExternalFunction("memcpy", _p(_p, _p, types.uintp))
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -85,6 +86,16 @@ def monotonic_ns(ts):
     """CLOCK_MONOTONIC in ns (about 25 ns); `ts` is an int64[2] scratch array (timespec)."""
     _clock_gettime(CLOCK_MONOTONIC, ts.ctypes.data)
     return ts[0] * 1_000_000_000 + ts[1]
+
+
+@njit(nogil=True, cache=True, inline="always")
+def copy_bytes(dst, doff, src, soff, size):
+    """dst[doff:doff+size] = src[soff:soff+size] for datagram contents, through libc memcpy (no overlap).
+
+    A numba slice assignment runs an element loop about 20x slower, and a plain loop over signed
+    indices keeps a negative-index check per byte that stops LLVM from vectorising it.
+    """
+    _memcpy(dst.ctypes.data + doff, src.ctypes.data + soff, size)
 
 
 # ---- recvmmsg / sendmmsg batches -------------------------------------------------------------------

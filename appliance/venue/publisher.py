@@ -199,19 +199,12 @@ def _fit(offsets, first, limit, room):
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _copy(dst, doff, src, soff, size):
-    # A plain loop (LLVM turns it into memcpy): slicing would need the reference-counting runtime.
-    for i in range(size):
-        dst[doff + i] = src[soff + i]
-
-
-@njit(nogil=True, cache=True, inline="always")
 def _build(out, session, buf, offsets, first, n):
     """A data packet of messages first..first+n-1: the header, then one slice of the day file."""
     put_header_nb(out, 0, session, first, n)
     src = offsets[first - 1]
     size = offsets[first - 1 + n] - src
-    _copy(out, HEADER_SIZE, buf, src, size)
+    net.copy_bytes(out, HEADER_SIZE, buf, src, size)
     return HEADER_SIZE + size
 
 
@@ -257,7 +250,7 @@ def _send_data(cfg, st, ctr, rng, fd, dest, pkt, size, n, held):
         ctr[K_DROPPED_MESSAGES] += n
         return
     if cfg[P_REORDER_PPM] > 0 and st[ST_HELD_LEN] == 0 and _draw(rng) < cfg[P_REORDER_PPM]:
-        _copy(held, 0, pkt, 0, size)
+        net.copy_bytes(held, 0, pkt, 0, size)
         st[ST_HELD_LEN] = size
         ctr[K_REORDERED] += 1
         return

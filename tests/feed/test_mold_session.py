@@ -122,16 +122,55 @@ def test_reordered_packets_fill_the_gap_without_waiting_for_the_request():
     assert r.c["recovered"] == 2
 
 
-def test_several_holes_are_requested_one_run_at_a_time():
+def test_every_hole_is_requested_when_seen_and_not_asked_twice():
     r = Receiver()
     r.feed(data(1, 1))
     r.feed(data(3, 1))
     r.feed(data(6, 1))
-    assert r.request() == (2, 1), "the request stops at the first parked message"
-    assert seqs(r.feed(data(2, 1))) == [2, 3]
-    assert r.request() == (4, 2), "the next run is requested as soon as the first is answered"
-    assert seqs(r.feed(data(4, 2))) == [4, 5, 6]
+    assert r.request() == (2, 1)
+    assert r.request() == (4, 2), "the second hole is asked for at once, not after the first is filled"
     assert r.request() is None
+    assert seqs(r.feed(data(2, 1))) == [2, 3]
+    assert r.request() is None, "the run now at the front was already asked for"
+    assert seqs(r.feed(data(4, 2))) == [4, 5, 6]
+    assert r.request() is None and r.c["requests"] == 2
+
+
+def test_hole_asked_on_sight_is_asked_again_after_the_timeout():
+    r = Receiver(request_timeout_ns=10 * MS)
+    r.feed(data(1, 1), now=0)
+    r.feed(data(3, 1), now=0)
+    r.feed(data(6, 1), now=0)
+    assert (r.request(), r.request()) == ((2, 1), (4, 2))
+    r.feed(data(2, 1), now=5 * MS)
+    assert r.request() is None
+    assert r.poll(9 * MS) == [] and r.request() is None
+    assert r.poll(10 * MS) == [] and r.request() == (4, 2), "its on-sight request timed out"
+    assert r.c["retries"] == 1
+    r2 = Receiver(request_timeout_ns=10 * MS)
+    r2.feed(data(1, 1), now=0)
+    r2.feed(data(3, 1), now=0)
+    r2.feed(data(6, 1), now=0)
+    r2.request(), r2.request()
+    r2.feed(data(2, 1), now=12 * MS)
+    assert r2.request() == (4, 2), "reaching a hole asked for too long ago asks again at once"
+
+
+def test_requests_the_caller_does_not_take_are_bounded():
+    r = Receiver(request_queue=2)
+    r.feed(data(1, 1))
+    for s in (3, 5, 7, 9):
+        r.feed(data(s, 1))
+    assert r.c["queue_full"] == 2 and r.c["requests"] == 2
+    assert (r.request(), r.request(), r.request()) == ((2, 1), (4, 1), None)
+
+
+def test_requests_not_yet_sent_are_dropped_when_reordering_closes_the_gap():
+    r = Receiver()
+    r.feed(data(1, 1))
+    r.feed(data(3, 1))
+    r.feed(data(2, 1))
+    assert r.request() is None and r.c["requests"] == 1
 
 
 def test_request_size_is_bounded():
@@ -216,8 +255,10 @@ def test_message_too_long_for_a_slot_is_requested_again():
     r.feed(data(1, 1))
     r.feed(data(3, 1))
     assert r.c["oversize"] == 1 and r.c["parked"] == 0
-    assert r.request() == (2, 2)
-    assert seqs(r.feed(data(2, 2))) == [2, 3]
+    assert r.request() == (2, 1)
+    assert seqs(r.feed(data(2, 1))) == [2]
+    assert r.request() == (3, 1), "the message that could not be parked is asked for again"
+    assert seqs(r.feed(data(3, 1))) == [3]
 
 
 def test_request_may_exceed_the_gap_buffer():
@@ -317,7 +358,20 @@ def test_bad_configuration_is_refused():
         ms.make_session(gap_buffer_messages=1000)
     with pytest.raises(ValueError, match="max_request"):
         ms.make_session(max_request=70000)
+    with pytest.raises(ValueError, match="request_queue"):
+        ms.make_session(request_queue=3)
     with pytest.raises(ValueError, match="on_loss"):
         ms.make_session(on_loss="panic")
     with pytest.raises(ValueError, match="longer than 10"):
         ms.make_session(session="ELEVENCHARS")
+
+
+def test_timeouts_are_judged_only_when_the_socket_is_drained():
+    """After the receiver itself stalled, the answer may sit behind a backlog: packets alone spend no retry."""
+    r = Receiver(max_retries=0)
+    r.feed(data(1, 1), now=0)
+    r.feed(data(3, 1), now=0)
+    assert r.request() == (2, 1)
+    assert r.feed(data(4, 1), now=50 * MS) == [] and r.c["timeouts"] == 0 and r.c["unrecoverable"] == 0
+    assert seqs(r.feed(data(2, 1), now=51 * MS)) == [2, 3, 4]
+    assert r.c["unrecoverable"] == 0
