@@ -5,6 +5,9 @@ take a file descriptor and numpy buffers, never block (MSG_DONTWAIT) and return 
 count, or `-errno` (so `-EAGAIN` means "nothing now"). They work on any socket type: the feed uses
 them for UDP, the gateway can use `sock_send`/`sock_recv` on a TCP socket.
 
+Also `monotonic_ns` (clock_gettime, for loops that pace or time out I/O) and `copy_bytes` (memcpy,
+for datagram contents).
+
 Cold path: open UDP receive sockets (unicast bind or multicast join, large SO_RCVBUF, nonblocking),
 UDP send sockets (multicast TTL, interface, loop), and sockaddr_in byte arrays for `sock_sendto`.
 
