@@ -23,7 +23,7 @@ import argparse
 import math
 import sys
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 
 import numpy as np
 from numba import njit, types
@@ -72,14 +72,12 @@ O_NEAR_TIME_OFF, O_LOWER_OFF, O_UPPER_OFF = _off("O", "near_time"), _off("O", "l
 
 FRAME_MAX = PREFIX_SIZE + MAX_LENGTH  # room one more message of any type needs
 
-NS = 1
 US = 1_000
 MS = 1_000_000
 SECOND = 1_000_000_000
 MINUTE = 60 * SECOND
 HOUR = 60 * MINUTE
 PRICE_ONE = 10_000  # $1 in Price(4) units
-PRICE_LIMIT = 200_000 * PRICE_ONE  # the largest Price(4) ITCH allows
 NO_ASK = 1 << 40  # best ask of an empty ask side
 NO_TIME = 1 << 62  # "no next flow message"
 ALIAS_ONE = 1 << 30  # probability 1 in the alias table
@@ -90,7 +88,6 @@ ALIAS_ONE = 1 << 30  # probability 1 in the alias table
 # of a numba call costs about a dozen scalar arguments.
 C_TICK = 0
 C_CAP = 1  # live orders per symbol
-C_NSYM = 2
 C_NFLOW = 3  # order-flow messages to emit (beside the schedule)
 C_MIN_FAIR = 4  # the fair price reflects off this floor
 C_MPID_PPM = 5  # adds carrying an MPID (F), per million adds
@@ -137,10 +134,10 @@ Y_FAIR = 1
 Y_UNIT = 2  # quoting unit in ticks (wider for dearer names)
 Y_N = 3  # live orders
 Y_NSIDE = 4  # + side: live orders of that side (the size of its heap)
-Y_HALT = 11  # nonzero: no executions (halted, quotation only, operational halt)
-Y_TRACK = 12
-Y_LAST_MATCH = 13  # the symbol's latest match number, 0 before its first trade
-SYM_WORDS = 16
+Y_HALT = 6  # nonzero: no executions (halted, quotation only, operational halt)
+Y_TRACK = 7
+Y_LAST_MATCH = 8  # the symbol's latest match number, 0 before its first trade
+SYM_WORDS = 16  # 128 bytes a row
 
 # ---- live orders, per symbol and side ------------------------------------------------------------
 # pool[s, side, i] holds live order slot i of that side (slots 0..count-1, dense: a removal moves the
@@ -156,7 +153,7 @@ POOL_WORDS = 4
 H_KEY = 0
 H_SLOT = 1
 HEAP_WORDS = 2
-REF_BITS = 33  # references stay below 2**33: at most 4 per message, and messages are capped below
+REF_BITS = 33  # references stay below 2**33: they grow by at most 4 a message, messages <= MAX_MESSAGES
 PRICE_CEIL = 1 << 30  # generated prices stay below this, so keys stay below 2**63
 MAX_MESSAGES = 2_000_000_000
 
@@ -168,7 +165,7 @@ EV_SYSTEM = 0  # a: event code
 EV_DIRECTORY = 1  # a: market category, b: flags
 EV_ACTION = 2  # a: trading state, b: reason (alpha4 packed)
 EV_REGSHO = 3  # a: action
-EV_PARTICIPANT = 4  # a: MPID index, b: primary market maker
+EV_PARTICIPANT = 4  # a: MPID (alpha4 packed), b: primary market maker
 EV_MWCB_DECLINE = 5  # a: reference index level in 1e-8 dollars
 EV_MWCB_STATUS = 6  # a: breached level
 EV_IPO = 7  # a: release time (s since midnight)
@@ -181,13 +178,12 @@ DIR_TIER1 = 2
 DIR_ETP = 4
 
 MPID_NAMES = ("NITE", "GSCO", "MSCO", "UBSS", "JPMS", "CDRG", "VIRT", "ETMM", "TMBR", "CITD", "SBSH",
-         "ABNC", "BARD", "HRTF", "JNST", "XTXM")
+              "ABNC", "BARD", "HRTF", "JNST", "XTXM")
 assert len(MPID_NAMES) <= MAX_MPIDS
 
 DEFAULT_MIX = (("A", 40.5), ("D", 35.0), ("U", 9.0), ("X", 3.0), ("E", 5.0), ("C", 0.5), ("P", 2.0),
                ("N", 0.12), ("Y", 0.01), ("L", 0.01), ("B", 0.005))
 
-_LEN = {t: np.int64(n) for t, n in LENGTHS.items()}
 LEN_S, LEN_R, LEN_H, LEN_Y, LEN_L = LENGTHS["S"], LENGTHS["R"], LENGTHS["H"], LENGTHS["Y"], LENGTHS["L"]
 LEN_V, LEN_W, LEN_K, LEN_J, LEN_h = LENGTHS["V"], LENGTHS["W"], LENGTHS["K"], LENGTHS["J"], LENGTHS["h"]
 LEN_A, LEN_F, LEN_E, LEN_C, LEN_X = LENGTHS["A"], LENGTHS["F"], LENGTHS["E"], LENGTHS["C"], LENGTHS["X"]
@@ -198,8 +194,8 @@ LEN_I, LEN_N, LEN_O = LENGTHS["I"], LENGTHS["N"], LENGTHS["O"]
 # ================================ numba kernels ===================================================
 @intrinsic
 def _borrowed(typingctx, arr):
-    """The same array without its owner: numba then skips the atomic reference counting it would do on
-    every helper call and view (about half the generator's time). The caller keeps the array alive."""
+    """The same array without its owner, so numba skips the atomic reference counting it would do around
+    every helper call and view (a third of the generator's time). The caller keeps the array alive."""
     if not isinstance(arr, types.Array):
         return None
 
@@ -1052,7 +1048,6 @@ class Generator:
         cfg = st  # the parameter words, C_*
         cfg[C_TICK] = params.tick
         cfg[C_CAP] = params.pool_cap
-        cfg[C_NSYM] = n
         cfg[C_NFLOW] = self.flow_messages
         cfg[C_MIN_FAIR] = max(PRICE_ONE, 4 * params.tick)
         cfg[C_MPID_PPM] = round(params.mpid_share * 1e6)
