@@ -3,40 +3,44 @@
 All helpers are numba `njit(inline="always")`, so a descriptor's `get_*`/`put_*` calls compile to a few
 byte loads and shifts inside the hot loop; they also run as plain Python under NUMBA_DISABLE_JIT.
 No bounds checks: callers check a message's length against its descriptor once, before reading fields.
+Every getter returns int64: numba types a shifted uint8 as uint64, and uint64 mixed with int64 becomes
+float64, which would turn order arithmetic into floating point.
 """
 
+import numpy as np
 from numba import njit
 
 
 @njit(inline="always", cache=True)
 def get_u8(buf, off):
-    return buf[off]
+    return np.int64(buf[off])
 
 
 @njit(inline="always", cache=True)
 def get_u16(buf, off):
-    return (buf[off] << 8) | buf[off + 1]
+    return (np.int64(buf[off]) << 8) | np.int64(buf[off + 1])
 
 
 @njit(inline="always", cache=True)
 def get_u32(buf, off):
-    return ((buf[off] << 24) | (buf[off + 1] << 16) | (buf[off + 2] << 8) | buf[off + 3]) & 0xFFFFFFFF
+    return ((np.int64(buf[off]) << 24) | (np.int64(buf[off + 1]) << 16) | (np.int64(buf[off + 2]) << 8)
+            | np.int64(buf[off + 3]))
 
 
 @njit(inline="always", cache=True)
 def get_u48(buf, off):
-    v = 0
+    v = np.int64(0)
     for i in range(6):
-        v = (v << 8) | buf[off + i]
+        v = (v << 8) | np.int64(buf[off + i])
     return v
 
 
 @njit(inline="always", cache=True)
 def get_u64(buf, off):
     """An unsigned 64-bit field returned as int64 (all ITCH values fit below 2**63)."""
-    v = 0
+    v = np.int64(0)
     for i in range(8):
-        v = (v << 8) | buf[off + i]
+        v = (v << 8) | np.int64(buf[off + i])
     return v
 
 
