@@ -11,7 +11,12 @@ import urllib.request
 
 import pytest
 
+from appliance.runtime import cache as _kernel_cache
 from tests.support import wait_for
+
+# Before any test module imports a kernel: in-process kernels cache under the source fingerprint too, so
+# a cached caller never runs stale code of a callee edited in another module.
+_kernel_cache.configure()
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,12 +1,21 @@
 """Where compiled numba kernels are cached, including inside a PyInstaller binary and on a read-only root.
 
 Numba keys its cache on source files; a frozen binary has none, so there the cache is keyed on the
-binary itself (its size and mtime) and lives under the cache directory. Call `configure` before
-importing any module that defines a cached kernel: numba picks the locator at decoration time.
+binary itself (its size and mtime) and lives under the cache directory. Numba also checks only a
+kernel's own file: a cached caller keeps the code of callees from other modules as they were when it
+was compiled. So from source, kernels live in a subdirectory named after a fingerprint of the whole
+package's source, and any edit anywhere starts a fresh cache. Call `configure` before importing any
+module that defines a cached kernel: numba picks the locator at decoration time.
 """
 
+import hashlib
 import os
+import shutil
 import sys
+import time
+
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STALE_AFTER_S = 7 * 86400  # other fingerprints' caches untouched this long are removed
 
 ENV_CACHE_DIR = "APPLIANCE_CACHE_DIR"
 
@@ -20,9 +29,47 @@ def resolve_cache_dir(configured: str = "") -> str:
     return os.path.join(base, "appliance")
 
 
+def source_fingerprint(package_dir: str = PACKAGE_DIR) -> str:
+    """A short hash of every .py file of the package (paths and contents)."""
+    h = hashlib.sha256()
+    for root, dirs, files in os.walk(package_dir):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(files):
+            if name.endswith(".py"):
+                full = os.path.join(root, name)
+                h.update(os.path.relpath(full, package_dir).encode() + b"\0")
+                with open(full, "rb") as f:
+                    h.update(f.read())
+    return h.hexdigest()[:16]
+
+
+def _prune(base: str, keep: str) -> None:
+    """Remove other source fingerprints' caches that nobody has used for a week (best effort)."""
+    try:
+        entries = os.listdir(base)
+    except OSError:
+        return
+    now = time.time()
+    for name in entries:
+        full = os.path.join(base, name)
+        if name.startswith("src-") and name != keep:
+            try:
+                if now - os.stat(full).st_mtime > STALE_AFTER_S:
+                    shutil.rmtree(full, ignore_errors=True)
+            except OSError:
+                pass
+
+
 def configure(configured: str = "") -> str:
-    """Point numba's cache at the resolved directory and install the frozen-binary locator; returns the directory."""
+    """Point numba's cache at the resolved directory and install the frozen-binary locator; returns the directory.
+
+    From source the kernels go under <dir>/src-<fingerprint>; a frozen binary keys them on itself.
+    """
     path = resolve_cache_dir(configured)
+    if not getattr(sys, "frozen", False):
+        sub = "src-" + source_fingerprint()
+        _prune(path, sub)
+        path = os.path.join(path, sub)
     os.environ["NUMBA_CACHE_DIR"] = path
     from numba.core import config as nb_config
 
