@@ -24,6 +24,7 @@ import numpy as np
 from numba import njit
 
 from ..feed import itch_descriptor as d
+from ..runtime.tables import huge_array
 from ..runtime.event import (
     KIND_BBO,
     KIND_STATE,
@@ -103,10 +104,10 @@ def make_book(max_orders: int = 1 << 22, levels: int = 256, max_symbols: int = 1
     if n > max_symbols:
         raise ValueError(f"{n} symbols configured but the book holds at most {max_symbols}")
     bk = Book(
-        orders=np.zeros(cap, dtype=ORDER_DTYPE),
-        levels=np.zeros(max_symbols * 2 * levels, dtype=LEVEL_DTYPE),
+        orders=huge_array(cap, ORDER_DTYPE),
+        levels=huge_array(max_symbols * 2 * levels, LEVEL_DTYPE),
         nlev=np.zeros(max_symbols * 2, dtype=np.int32),
-        loc_slot=np.full(NUM_LOCATES, UNKNOWN, dtype=np.int32),
+        loc_slot=huge_array(NUM_LOCATES, np.int32, UNKNOWN),
         sym_stock=np.zeros(max_symbols, dtype=np.int64),
         sym_locate=np.zeros(max_symbols, dtype=np.int32),
         sym_state=np.zeros(max_symbols, dtype=np.uint8),
@@ -126,8 +127,14 @@ def make_book(max_orders: int = 1 << 22, levels: int = 256, max_symbols: int = 1
     return bk
 
 
+# The kernels are compiled without numba's reference counting: they never allocate, and NRT's
+# incref/decref of each of the Book's arrays on every call made a message cost about 1 us (measured).
+_HOT = dict(nogil=True, cache=True, _nrt=False)
+_INLINE = dict(nogil=True, cache=True, _nrt=False, inline="always")
+
+
 # ---- errors -------------------------------------------------------------------------------------
-@njit(nogil=True, cache=True)
+@njit(**_HOT)
 def record_fault(bk, kind, seq, mtype, locate, ref):
     """Count one bad input by kind and keep it as an example while there is room."""
     n = bk.stats[kind]
@@ -141,7 +148,7 @@ def record_fault(bk, kind, seq, mtype, locate, ref):
 
 
 # ---- order table --------------------------------------------------------------------------------
-@njit(nogil=True, cache=True, inline="always")
+@njit(**_INLINE)
 def _find(orders, mask, ref):
     """Index of the live order `ref`, or -1."""
     i = ref & mask
@@ -154,7 +161,7 @@ def _find(orders, mask, ref):
         i = (i + 1) & mask
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(**_INLINE)
 def _insert(orders, mask, ref):
     """Index of a free slot for `ref`, or -1 when `ref` is already live."""
     i = ref & mask
@@ -167,7 +174,7 @@ def _insert(orders, mask, ref):
         i = (i + 1) & mask
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(**_INLINE)
 def _erase(orders, mask, i):
     """Free slot i, shifting later entries of its probe run back so lookups never need tombstones."""
     j = i
@@ -189,12 +196,12 @@ def _erase(orders, mask, i):
 
 
 # ---- price levels -------------------------------------------------------------------------------
-@njit(nogil=True, cache=True, inline="always")
+@njit(**_INLINE)
 def _side_key(side, price):
     return price if side == 0 else -price
 
 
-@njit(nogil=True, cache=True)
+@njit(**_INLINE)
 def _level_add(bk, book_side, key, shares):
     """Add one order's shares at `key`; False when the side is full and the price is new."""
     L = bk.meta[M_LEVELS]
@@ -221,7 +228,7 @@ def _level_add(bk, book_side, key, shares):
     return True
 
 
-@njit(nogil=True, cache=True)
+@njit(**_INLINE)
 def _level_remove(bk, book_side, key, shares, whole_order):
     """Take shares (and the order, when it is gone) off the level at `key`; False if there is none."""
     L = bk.meta[M_LEVELS]
@@ -243,7 +250,7 @@ def _level_remove(bk, book_side, key, shares, whole_order):
     return True
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(**_INLINE)
 def _top(bk, book_side):
     """(key, shares) of the best level of a side, (0, 0) when empty."""
     n = bk.nlev[book_side]
@@ -254,7 +261,7 @@ def _top(bk, book_side):
 
 
 # ---- events -------------------------------------------------------------------------------------
-@njit(nogil=True, cache=True)
+@njit(**_INLINE)
 def _emit_bbo(bk, slot, seq, t_in, ts, out, out_mask, pos):
     e = out[pos & out_mask]
     e.kind = KIND_BBO
@@ -276,7 +283,7 @@ def _emit_bbo(bk, slot, seq, t_in, ts, out, out_mask, pos):
     bk.stats[ST_BBO] += 1
 
 
-@njit(nogil=True, cache=True)
+@njit(**_INLINE)
 def _emit(bk, kind, slot, side, flags, seq, t_in, ts, ref, px, qty, out, out_mask, pos):
     e = out[pos & out_mask]
     e.kind = kind
@@ -298,7 +305,7 @@ def _emit(bk, kind, slot, side, flags, seq, t_in, ts, ref, px, qty, out, out_mas
 
 
 # ---- symbols ------------------------------------------------------------------------------------
-@njit(nogil=True, cache=True)
+@njit(**_INLINE)
 def _in_subset(subset, stock):
     for s in subset:
         if s == stock:
@@ -306,7 +313,7 @@ def _in_subset(subset, stock):
     return False
 
 
-@njit(nogil=True, cache=True)
+@njit(**_INLINE)
 def _new_slot(bk, locate, stock, seq, mtype):
     """Give `locate` a book slot; UNTRACKED when it is outside the subset or the table is full."""
     if bk.meta[M_ALL] == 0 and not _in_subset(bk.subset, stock):
@@ -324,7 +331,7 @@ def _new_slot(bk, locate, stock, seq, mtype):
     return slot
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(**_INLINE)
 def _slot_of(bk, locate, seq, mtype):
     """Book slot for a message's locate: directory-less locates are booked when every symbol is."""
     slot = bk.loc_slot[locate]
@@ -336,7 +343,7 @@ def _slot_of(bk, locate, seq, mtype):
 
 
 # ---- orders -------------------------------------------------------------------------------------
-@njit(nogil=True, cache=True)
+@njit(**_INLINE)
 def _add(bk, slot, locate, ref, side_byte, shares, price, seq, mtype, t_in, ts, out, out_mask, pos):
     """Rest a new order; returns events written (0 or 1)."""
     if side_byte == 66:  # 'B'
@@ -373,7 +380,7 @@ def _add(bk, slot, locate, ref, side_byte, shares, price, seq, mtype, t_in, ts, 
     return 0
 
 
-@njit(nogil=True, cache=True)
+@njit(**_INLINE)
 def _reduce(bk, slot, locate, ref, shares, trade_flags, trade_px, match, seq, mtype, t_in, ts,
             out, out_mask, pos):
     """Execute (trade_flags != 0) or cancel `shares` of an order, deleting it at zero or when shares < 0.
@@ -420,7 +427,7 @@ def _reduce(bk, slot, locate, ref, shares, trade_flags, trade_px, match, seq, mt
     return n
 
 
-@njit(nogil=True, cache=True)
+@njit(**_INLINE)
 def _replace(bk, slot, locate, old_ref, new_ref, shares, price, seq, mtype, t_in, ts, out, out_mask, pos):
     """Order Replace: the old order leaves the book and a new one (same side, new priority) enters."""
     orders = bk.orders
@@ -459,7 +466,7 @@ def _replace(bk, slot, locate, old_ref, new_ref, shares, price, seq, mtype, t_in
 
 
 # ---- one message --------------------------------------------------------------------------------
-@njit(nogil=True, cache=True)
+@njit(**_HOT)
 def book_apply(bk, buf, off, ln, seq, t_in, out, out_mask, pos):
     """Apply the ITCH message buf[off:off+ln] (sequence `seq`, arrival TSC `t_in`) to the books.
 
@@ -575,7 +582,7 @@ def book_apply(bk, buf, off, ln, seq, t_in, out, out_mask, pos):
     return 0  # counted; carries nothing the book keeps
 
 
-@njit(nogil=True, cache=True)
+@njit(**_HOT)
 def book_replay(bk, buf, start, end, seq, t_in, out, out_mask, pos):
     """Apply every length-prefixed message in buf[start:end] (day-file framing).
 
