@@ -105,6 +105,8 @@ C_MIX = 16  # cumulative per-million thresholds of the flow kinds below, in orde
 # flow kinds, in the order of their C_MIX thresholds
 F_ADD, F_DELETE, F_REPLACE, F_CANCEL, F_EXEC, F_EXEC_PRICE, F_TRADE, F_RPII, F_REGSHO, \
     F_PARTICIPANT, F_BROKEN = range(11)
+F_SWEEP = 11  # the next execution of an aggressive order sweeping a side
+F_NOII = 12  # an imbalance indication in a cross window
 MIX_KEYS = ("A", "D", "U", "X", "E", "C", "P", "N", "Y", "L", "B")  # "A" stands for all adds (A and F)
 
 S_SCHED = 32  # next schedule row
@@ -640,15 +642,15 @@ def _pick_symbol(st, pick):
     return i if _below(st, ALIAS_ONE) < pick[i, 0] else pick[i, 1]
 
 
-@njit(cache=True)
-def _emit_flow(out, p, ts, st, sym, pool, heap, pick):
-    """One order-flow message at `ts`."""
+@njit(inline="always", cache=True)
+def _next_kind(ts, st, sym, pick):
+    """What the next flow message is: (kind, symbol, side or cross type); moves the symbol's fair price."""
     if st[S_SWEEP_LEFT] > 0:
         st[S_SWEEP_LEFT] -= 1
         s = st[S_SWEEP_SYM]
         side = st[S_SWEEP_SIDE]
         if sym[s, Y_HALT] == 0 and sym[s, Y_NSIDE + side] > 0:
-            return _do_exec(out, p, ts, st, sym, pool, heap, s, side, False, True)
+            return F_SWEEP, s, side
         st[S_SWEEP_LEFT] = 0
     s = _pick_symbol(st, pick)
     st[S_PREV_SYM] = s
@@ -661,9 +663,9 @@ def _emit_flow(out, p, ts, st, sym, pool, heap, pick):
             fair += step
         sym[s, Y_FAIR] = fair
     if st[C_OPEN_WIN_LO] <= ts < st[C_OPEN] and _below(st, 1_000_000) < st[C_NOII_PPM]:
-        return _do_noii(out, p, ts, st, sym, s, 79)  # 'O' opening cross
+        return F_NOII, s, 79  # 'O' opening cross
     if st[C_CLOSE_WIN_LO] <= ts < st[C_CLOSE] and _below(st, 1_000_000) < st[C_NOII_PPM]:
-        return _do_noii(out, p, ts, st, sym, s, 67)  # 'C' closing cross
+        return F_NOII, s, 67  # 'C' closing cross
     r = _below(st, 1_000_000)
     kind = 0
     while kind < F_BROKEN and r >= st[C_MIX + kind]:
@@ -680,19 +682,7 @@ def _emit_flow(out, p, ts, st, sym, pool, heap, pick):
         kind = F_ADD
     if kind == F_ADD and n >= st[C_CAP]:
         kind = F_DELETE
-    if kind == F_ADD:
-        return _do_add(out, p, ts, st, sym, pool, heap, s)
-    if kind == F_DELETE:
-        return _do_delete(out, p, ts, st, sym, pool, heap, s)
-    if kind == F_REPLACE:
-        return _do_replace(out, p, ts, st, sym, pool, heap, s)
-    if kind == F_CANCEL:
-        return _do_cancel(out, p, ts, st, sym, pool, heap, s)
-    if kind == F_EXEC or kind == F_EXEC_PRICE:
-        return _do_exec(out, p, ts, st, sym, pool, heap, s, -1, kind == F_EXEC_PRICE, False)
-    if kind == F_TRADE:
-        return _do_trade(out, p, ts, st, sym, pool, heap, s)
-    return _do_misc(out, p, ts, st, sym, s, kind)
+    return kind, s, -1
 
 
 @njit(cache=True)
@@ -835,6 +825,48 @@ def _flow_time(st, seg):
     return t
 
 
+@njit(cache=True)
+def _flow_run(out, p, n_left, t_limit, st, sym, pool, heap, pick, seg):
+    """Emit order-flow messages until the next one is due at or after `t_limit` (the next scheduled
+    message), `n_left` are written, the buffer is full or the flow is done; returns (p, messages).
+
+    One call covers the long runs between scheduled messages, so the per-message work stays inside it.
+    """
+    cap = out.shape[0]
+    nflow = st[C_NFLOW]
+    n = 0
+    while n < n_left and p + FRAME_MAX <= cap and st[S_FLOW] < nflow:
+        if st[S_NEXT_T] < 0:
+            # An aggressive order's executions share its timestamp.
+            st[S_NEXT_T] = st[S_LAST_TS] if st[S_SWEEP_LEFT] > 0 else _flow_time(st, seg)
+        t = st[S_NEXT_T]
+        if t >= t_limit:
+            break
+        ts = max(t, st[S_LAST_TS])
+        kind, s, arg = _next_kind(ts, st, sym, pick)
+        if kind == F_ADD:
+            p = _do_add(out, p, ts, st, sym, pool, heap, s)
+        elif kind == F_DELETE:
+            p = _do_delete(out, p, ts, st, sym, pool, heap, s)
+        elif kind == F_REPLACE:
+            p = _do_replace(out, p, ts, st, sym, pool, heap, s)
+        elif kind == F_CANCEL:
+            p = _do_cancel(out, p, ts, st, sym, pool, heap, s)
+        elif kind == F_EXEC or kind == F_EXEC_PRICE or kind == F_SWEEP:
+            p = _do_exec(out, p, ts, st, sym, pool, heap, s, arg, kind == F_EXEC_PRICE, kind == F_SWEEP)
+        elif kind == F_TRADE:
+            p = _do_trade(out, p, ts, st, sym, pool, heap, s)
+        elif kind == F_NOII:
+            p = _do_noii(out, p, ts, st, sym, s, arg)
+        else:
+            p = _do_misc(out, p, ts, st, sym, s, kind)
+        st[S_FLOW] += 1
+        st[S_NEXT_T] = -1
+        st[S_LAST_TS] = ts
+        n += 1
+    return p, n
+
+
 @njit(nogil=True, cache=True)
 def fill_kernel(out_a, off, max_messages, st_a, sym_a, pool_a, heap_a, sched_a, seg_a, pick_a):
     """Write up to `max_messages` length-prefixed messages into out[off:], as many as fit.
@@ -858,23 +890,21 @@ def fill_kernel(out_a, off, max_messages, st_a, sym_a, pool_a, heap_a, sched_a, 
         t = NO_TIME
         if st[S_FLOW] < nflow:
             if st[S_NEXT_T] < 0:
-                # An aggressive order's executions share its timestamp.
                 st[S_NEXT_T] = st[S_LAST_TS] if st[S_SWEEP_LEFT] > 0 else _flow_time(st, seg)
             t = st[S_NEXT_T]
         si = st[S_SCHED]
-        if si < nsched and sched[si, 0] <= t:
+        if si < nsched and sched[si, 0] <= t:  # the schedule goes first on a tie
             ts = max(sched[si, 0], st[S_LAST_TS])
             p = _emit_scheduled(out, p, ts, st, sym, sched[si])
             st[S_SCHED] = si + 1
+            st[S_LAST_TS] = ts
+            n += 1
         elif t != NO_TIME:
-            ts = max(t, st[S_LAST_TS])
-            p = _emit_flow(out, p, ts, st, sym, pool, heap, pick)
-            st[S_FLOW] += 1
-            st[S_NEXT_T] = -1
+            p, k = _flow_run(out, p, max_messages - n, sched[si, 0] if si < nsched else NO_TIME, st, sym, pool,
+                             heap, pick, seg)
+            n += k
         else:
             break
-        st[S_LAST_TS] = ts
-        n += 1
     st[S_EMITTED] += n
     return p - off, n
 
