@@ -23,7 +23,7 @@ from ..runtime.clock import cycles_to_ns
 from ..runtime.event import EVENT_DTYPE
 from ..runtime.layout import C_BACKPRESSURE, C_EVENTS_OUT
 from ..runtime.net import SOCKADDR_IN_SIZE, sock_recv, sock_sendto, sockaddr_in, udp_receiver
-from ..runtime.ring import ring_free, ring_publish, ring_tail
+from ..runtime.ring import ring_available, ring_free, ring_publish, ring_release, ring_tail
 from . import mold_session as ms
 from .moldudp64_descriptor import MAX_DATAGRAM
 
@@ -117,10 +117,32 @@ def itch_feed_work(io, sess, bk, counters, out_hdr, out_slots, mult):
 
 @njit(nogil=True, cache=True, inline="always")
 def _send_request(io, sess):
-    size = ms.mold_take_request(sess)
-    if size and io.raddr[0] != 0:
-        if sock_sendto(io.fd, sess.request, 0, size, io.raddr) < 0:
+    while True:  # several gaps may each have a request queued
+        size = ms.mold_take_request(sess)
+        if size == 0:
+            break
+        if io.raddr[0] != 0 and sock_sendto(io.fd, sess.request, 0, size, io.raddr) < 0:
             io.words[W_SEND_ERRORS] += 1
+
+
+@njit(nogil=True, cache=True)
+def drive_feed(io, sess, bk, counters, out_hdr, out_slots, mult, deadline_tsc):
+    """Run the feed agent with a null consumer on its ring until the session ends (or the deadline).
+
+    For benchmarks and tests that exercise the live feed without the rest of the appliance. Returns
+    the TSC of the first and of the last datagram read.
+    """
+    first = np.int64(0)
+    while True:
+        got = itch_feed_work(io, sess, bk, counters, out_hdr, out_slots, mult)
+        if got and first == 0:
+            first = io.words[W_LAST_PACKET_TSC]
+        n = ring_available(out_hdr)
+        if n:
+            ring_release(out_hdr, n)
+        if ms.mold_complete(sess) or io.words[W_HALTED] != 0 or rdtsc() > deadline_tsc:
+            break
+    return first, io.words[W_LAST_PACKET_TSC]
 
 
 class ItchFeed:
