@@ -446,12 +446,13 @@ def _do_add(out, p, ts, st, sym, pool, heap, s):
 @njit(inline="always", cache=True)
 def _do_delete(out, p, ts, st, sym, pool, heap, s):
     side, i = _any_order(st, sym, s)
-    side2, j = _any_order(st, sym, s)
-    fair = sym[s, Y_FAIR]
-    # Of two random orders cancel the one further from the fair price: stale quotes go first.
-    if abs(pool[s, side2, j, P_PRICE] - fair) > abs(pool[s, side, i, P_PRICE] - fair):
-        side = side2
-        i = j
+    # Of two orders cancel the one further from the fair price, so stale quotes go first. The second is
+    # the slot sharing i's cache line: slot order is arbitrary, so it is as random a pick as any.
+    j = i ^ 1
+    if j < sym[s, Y_NSIDE + side]:
+        fair = sym[s, Y_FAIR]
+        if abs(pool[s, side, j, P_PRICE] - fair) > abs(pool[s, side, i, P_PRICE] - fair):
+            i = j
     ref = pool[s, side, i, P_REF]
     _remove(pool, heap, sym, s, side, i)
     m = _sym_frame(out, p, 68, LEN_D, sym, s, ts, st)  # 'D'
