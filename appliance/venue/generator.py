@@ -718,7 +718,7 @@ def _emit_scheduled(out, p, ts, st, sym, row):
         put_u32(out, m + DIR_ROUND_LOT, 100)
         put_u8(out, m + DIR_ROUND_LOTS_ONLY, 78)
         put_u8(out, m + DIR_ISSUE_CLASS, 81 if b & DIR_ETP else 67)  # 'Q' / 'C' common stock
-        put_u16(out, m + DIR_ISSUE_SUBTYPE, (73 << 8) | 70 if b & DIR_ETP else (90 << 8) | 32)  # 'IF' / 'Z '
+        put_u16(out, m + DIR_ISSUE_SUBTYPE, (73 << 8) | 32 if b & DIR_ETP else (90 << 8) | 32)  # 'I ' ETF / 'Z ' n/a
         put_u8(out, m + DIR_AUTHENTICITY, 80)  # 'P' production
         put_u8(out, m + DIR_SHORT_SALE, 78)
         put_u8(out, m + DIR_IPO_FLAG, 89 if b & DIR_IPO else 78)
@@ -1155,7 +1155,7 @@ class Generator:
         at(o + 30 * MINUTE + US, EV_ACTION, ipo, ord("Q"), alpha_to_int("IPOQ", 4))
         at(o + 35 * MINUTE, EV_DLCR, ipo)
         at(o + 40 * MINUTE, EV_DLCR, ipo)
-        at(o + 45 * MINUTE, EV_CROSS, ipo, ord("I"))
+        at(o + 45 * MINUTE, EV_CROSS, ipo, ord("H"))  # IPOs and halts both uncross with type H
         at(o + 45 * MINUTE + US, EV_ACTION, ipo, ord("T"), alpha_to_int("", 4))
         at(o + 90 * MINUTE, EV_ACTION, luld, ord("H"), alpha_to_int("LUDP", 4))
         at(o + 95 * MINUTE, EV_LULD, luld)

@@ -184,7 +184,7 @@ def replay(buf):
             last_match = match
         elif t == "Q":
             shares, stock, price, match, cross_type = CROSS.unpack_from(body)
-            assert stock == stocks[locate] and cross_type in (b"O", b"C", b"H", b"I") and price > 0
+            assert stock == stocks[locate] and cross_type in (b"O", b"C", b"H") and price > 0
             assert match > last_match
             last_match = match
         elif t == "B":
