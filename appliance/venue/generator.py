@@ -681,8 +681,12 @@ def _next_kind(ts, st, sym, pick):
         kind = F_ADD
     elif kind == F_BROKEN and sym[s, Y_LAST_MATCH] == 0:
         kind = F_ADD
-    if kind == F_ADD and n >= st[C_CAP]:
-        kind = F_DELETE
+    if kind == F_ADD:
+        # Books would fill up through the day unless cancels rise with depth: an add becomes a delete
+        # with probability (live / cap)**3, so every active book settles near a quarter of the cap.
+        cap = st[C_CAP]
+        if n >= cap or (_below(st, cap) < n and _below(st, cap) < n and _below(st, cap) < n):
+            kind = F_DELETE
     return kind, s, -1
 
 
