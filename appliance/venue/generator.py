@@ -10,7 +10,8 @@ book is: order references are unique and increasing; deletes, cancels, execution
 name only live orders and never take more shares than remain; a replace retires its old reference;
 executions take the best-priced resting order of a side, oldest first (price-time priority); and
 a new bid is always below the best ask (and a new ask above the best bid), so books never cross.
-Each symbol keeps at most `pool_cap` live orders; when full, an add becomes a delete.
+Each symbol keeps at most `pool_cap` live orders: adds turn into deletes more often as a book
+deepens, always when it is full, so busy books settle near a quarter of the cap.
 
 All state lives in numpy arrays and one numba loop (`Generator.fill`) writes length-prefixed
 messages into a caller's buffer, as many as fit, resumably: the venue streams a day in chunks and
@@ -929,7 +930,7 @@ class GeneratorParams:
     tick: int = 100  # $0.01 in Price(4) units
     min_price: int = 5 * PRICE_ONE  # base prices are log-uniform in [min_price, max_price]
     max_price: int = 500 * PRICE_ONE
-    pool_cap: int = 512  # live orders per symbol
+    pool_cap: int = 512  # most live orders one symbol may have (busy books settle near a quarter of it)
     mpid_share: float = 0.05  # adds that carry an MPID (F rather than A)
     mix: tuple = DEFAULT_MIX  # relative weights of the flow kinds; "A" covers A and F
     noii_share: float = 0.25  # flow inside the cross windows that is NOII (I)
