@@ -332,13 +332,24 @@ def _new_slot(bk, locate, stock, seq, mtype):
 
 
 @njit(**_INLINE)
-def _slot_of(bk, locate, seq, mtype):
-    """Book slot for a message's locate: directory-less locates are booked when every symbol is."""
+def _slot_of(bk, locate, stock, seq, mtype, ref):
+    """Book slot for a message's locate, or < 0 to skip the message (counted here).
+
+    A locate never seen in the Stock Directory is booked on its first message that names a stock (A, F,
+    P, Q, H, h carry one) when every symbol is booked, so a feed joined mid-day still builds books;
+    references under a locate with no book at all cannot name a live order and count as unknown_order.
+    """
     slot = bk.loc_slot[locate]
     if slot == UNKNOWN:
-        if bk.meta[M_ALL] != 0:
-            return _new_slot(bk, locate, 0, seq, mtype)
-        return UNTRACKED
+        if bk.meta[M_ALL] != 0 and stock != 0:
+            slot = _new_slot(bk, locate, stock, seq, mtype)
+        elif bk.meta[M_ALL] != 0:
+            record_fault(bk, ST_UNKNOWN_ORDER, seq, mtype, locate, ref)
+            return UNKNOWN
+        else:
+            slot = UNTRACKED
+    if slot == UNTRACKED:
+        bk.stats[ST_FILTERED] += 1
     return slot
 
 
@@ -488,32 +499,28 @@ def book_apply(bk, buf, off, ln, seq, t_in, out, out_mask, pos):
     locate = get_u16(buf, off + d.OFF_LOCATE)
 
     if mtype == d.MSG_ADD or mtype == d.MSG_ADD_MPID:
-        slot = _slot_of(bk, locate, seq, mtype)
+        slot = _slot_of(bk, locate, get_u64(buf, off + d.ADD_STOCK), seq, mtype, get_u64(buf, off + d.ADD_REF))
         if slot < 0:
-            bk.stats[ST_FILTERED] += 1
             return 0
         return _add(bk, slot, locate, get_u64(buf, off + d.ADD_REF), buf[off + d.ADD_SIDE],
                     get_u32(buf, off + d.ADD_SHARES), get_u32(buf, off + d.ADD_PRICE), seq, mtype, t_in,
                     get_u48(buf, off + d.OFF_TIMESTAMP), out, out_mask, pos)
     if mtype == d.MSG_DELETE:
-        slot = _slot_of(bk, locate, seq, mtype)
+        slot = _slot_of(bk, locate, 0, seq, mtype, get_u64(buf, off + d.DEL_REF))
         if slot < 0:
-            bk.stats[ST_FILTERED] += 1
             return 0
         return _reduce(bk, slot, locate, get_u64(buf, off + d.DEL_REF), -1, 0, -1, 0, seq, mtype, t_in,
                        get_u48(buf, off + d.OFF_TIMESTAMP), out, out_mask, pos)
     if mtype == d.MSG_REPLACE:
-        slot = _slot_of(bk, locate, seq, mtype)
+        slot = _slot_of(bk, locate, 0, seq, mtype, get_u64(buf, off + d.REP_OLD_REF))
         if slot < 0:
-            bk.stats[ST_FILTERED] += 1
             return 0
         return _replace(bk, slot, locate, get_u64(buf, off + d.REP_OLD_REF), get_u64(buf, off + d.REP_NEW_REF),
                         get_u32(buf, off + d.REP_SHARES), get_u32(buf, off + d.REP_PRICE), seq, mtype, t_in,
                         get_u48(buf, off + d.OFF_TIMESTAMP), out, out_mask, pos)
     if mtype == d.MSG_EXECUTED or mtype == d.MSG_EXECUTED_PRICE:
-        slot = _slot_of(bk, locate, seq, mtype)
+        slot = _slot_of(bk, locate, 0, seq, mtype, get_u64(buf, off + d.EXE_REF))
         if slot < 0:
-            bk.stats[ST_FILTERED] += 1
             return 0
         if mtype == d.MSG_EXECUTED:
             flags = TRADE_EXECUTION
@@ -527,16 +534,14 @@ def book_apply(bk, buf, off, ln, seq, t_in, out, out_mask, pos):
                        px, get_u64(buf, off + d.EXE_MATCH), seq, mtype, t_in, get_u48(buf, off + d.OFF_TIMESTAMP),
                        out, out_mask, pos)
     if mtype == d.MSG_CANCEL:
-        slot = _slot_of(bk, locate, seq, mtype)
+        slot = _slot_of(bk, locate, 0, seq, mtype, get_u64(buf, off + d.CXL_REF))
         if slot < 0:
-            bk.stats[ST_FILTERED] += 1
             return 0
         return _reduce(bk, slot, locate, get_u64(buf, off + d.CXL_REF), get_u32(buf, off + d.CXL_SHARES), 0, -1, 0,
                        seq, mtype, t_in, get_u48(buf, off + d.OFF_TIMESTAMP), out, out_mask, pos)
     if mtype == d.MSG_TRADE:
-        slot = _slot_of(bk, locate, seq, mtype)
+        slot = _slot_of(bk, locate, get_u64(buf, off + d.TRD_STOCK), seq, mtype, 0)
         if slot < 0:
-            bk.stats[ST_FILTERED] += 1
             return 0
         side = 1 if buf[off + d.TRD_SIDE] == 83 else 0
         _emit(bk, KIND_TRADE, slot, side, TRADE_HIDDEN, seq, t_in, get_u48(buf, off + d.OFF_TIMESTAMP),
@@ -544,9 +549,8 @@ def book_apply(bk, buf, off, ln, seq, t_in, out, out_mask, pos):
               out, out_mask, pos)
         return 1
     if mtype == d.MSG_CROSS_TRADE:
-        slot = _slot_of(bk, locate, seq, mtype)
+        slot = _slot_of(bk, locate, get_u64(buf, off + d.CRS_STOCK), seq, mtype, 0)
         if slot < 0:
-            bk.stats[ST_FILTERED] += 1
             return 0
         _emit(bk, KIND_TRADE, slot, 0, TRADE_CROSS, seq, t_in, get_u48(buf, off + d.OFF_TIMESTAMP),
               get_u64(buf, off + d.CRS_MATCH), get_u32(buf, off + d.CRS_PRICE),
@@ -561,9 +565,8 @@ def book_apply(bk, buf, off, ln, seq, t_in, out, out_mask, pos):
             bk.sym_stock[slot] = stock
         return 0
     if mtype == d.MSG_TRADING_ACTION or mtype == d.MSG_OPERATIONAL_HALT:
-        slot = _slot_of(bk, locate, seq, mtype)
+        slot = _slot_of(bk, locate, get_u64(buf, off + d.ACT_STOCK), seq, mtype, 0)
         if slot < 0:
-            bk.stats[ST_FILTERED] += 1
             return 0
         if mtype == d.MSG_TRADING_ACTION:
             state = buf[off + d.ACT_STATE]

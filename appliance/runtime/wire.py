@@ -91,4 +91,4 @@ def alpha_to_int(text: str | bytes, width: int = 8) -> int:
 
 def int_to_alpha(value: int, width: int = 8) -> str:
     """Unpack a field packed by alpha_to_int/get_u64, dropping the padding."""
-    return int(value).to_bytes(width, "big").decode("ascii", "replace").rstrip(" \x00")
+    return (int(value) & ((1 << (8 * width)) - 1)).to_bytes(width, "big").decode("ascii", "replace").rstrip(" \x00")

@@ -122,7 +122,7 @@ def test_level_overflow_is_counted_not_fatal():
     assert st["malformed"]["level_overflow"] == 2 and st["live_orders"] == 6
     s.send(d.encode("D", locate=1, ref=6))  # its level was never booked
     assert l3.stats(s.bk)["malformed"]["level_miss"] == 1
-    assert l3.bbo(s.bk)["#1"][:2] == (100_0000, 10)
+    assert l3.bbo(s.bk)["AAPL"][:2] == (100_0000, 10)  # booked from the Add, no directory entry needed
 
 
 def test_symbol_subset_books_only_those_symbols():
