@@ -112,10 +112,10 @@ class FeedConfig:
     retransmit_host: str = key("127.0.0.1", "MoldUDP64 retransmission (re-request) server address.", format="ip")
     retransmit_port: int = key(0, "Re-request server UDP port; 0 = no recovery, every gap is unrecoverable "
                                "at once.", min=0, max=65535)
-    request_timeout_ms: int = key(20, "A re-request not answered within this is sent again.", min=1, max=60000)
+    request_timeout_ms: int = key(50, "A re-request not answered within this is sent again.", min=1, max=60000)
     max_retries: int = key(5, "Re-requests of one gap before it is declared unrecoverable.", min=0, max=1000)
     max_request: int = key(1000, "Most messages asked for in one re-request.", min=1, max=65534)
-    gap_buffer: int = key(262144, "Messages that may arrive past a gap and wait (64 bytes each) while it is "
+    gap_buffer: int = key(1048576, "Messages that may arrive past a gap and wait (64 bytes each) while it is "
                           "recovered; more makes the gap unrecoverable.", min=64, max=16777216, power_of_two=True)
     on_unrecoverable_gap: str = key("continue", "continue: count the lost messages, mark the books suspect in "
                                     "/status and go on; halt: stop applying the feed (health turns red).",

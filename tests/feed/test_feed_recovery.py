@@ -50,7 +50,7 @@ def run_live(day, faults, rate=1_000_000):
 source = "moldudp64"
 port = {port}
 retransmit_port = {pub.retrans_address[1]}
-request_timeout_ms = 20
+request_timeout_ms = 50
 [book]
 max_orders = 262144
 max_symbols = 128
