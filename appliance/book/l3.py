@@ -149,29 +149,30 @@ def record_fault(bk, kind, seq, mtype, locate, ref):
 
 # ---- order table --------------------------------------------------------------------------------
 @njit(**_INLINE)
-def _find(orders, mask, ref):
-    """Index of the live order `ref`, or -1."""
+def _probe(orders, mask, ref):
+    """(slot holding `ref`, True), or (the free slot that ends its probe run, False)."""
     i = ref & mask
     while True:
         r = orders[i].ref
         if r == ref:
-            return i
+            return i, True
         if r == EMPTY:
-            return -1
+            return i, False
         i = (i + 1) & mask
+
+
+@njit(**_INLINE)
+def _find(orders, mask, ref):
+    """Index of the live order `ref`, or -1."""
+    i, found = _probe(orders, mask, ref)
+    return i if found else -1
 
 
 @njit(**_INLINE)
 def _insert(orders, mask, ref):
     """Index of a free slot for `ref`, or -1 when `ref` is already live."""
-    i = ref & mask
-    while True:
-        r = orders[i].ref
-        if r == EMPTY:
-            return i
-        if r == ref:
-            return -1
-        i = (i + 1) & mask
+    i, found = _probe(orders, mask, ref)
+    return -1 if found else i
 
 
 @njit(**_INLINE)
