@@ -11,7 +11,6 @@ socket and lose packets.
 from __future__ import annotations
 
 import logging
-import socket
 from collections import namedtuple
 
 import numpy as np
@@ -22,7 +21,7 @@ from ..runtime.atomics import load_relaxed, rdtsc, store_relaxed
 from ..runtime.clock import cycles_to_ns
 from ..runtime.event import EVENT_DTYPE
 from ..runtime.layout import C_BACKPRESSURE, C_EVENTS_OUT
-from ..runtime.net import SOCKADDR_IN_SIZE, sock_recv, sock_sendto, sockaddr_in, udp_receiver
+from ..runtime.net import SOCKADDR_IN_SIZE, is_multicast, sock_recv, sock_sendto, sockaddr_in, udp_receiver
 from ..runtime.ring import ring_available, ring_free, ring_publish, ring_release, ring_tail
 from . import mold_session as ms
 from .moldudp64_descriptor import MAX_DATAGRAM
@@ -44,7 +43,7 @@ W_WORDS = 8
 
 
 @njit(nogil=True, cache=True)
-def _apply_delivered(io, sess, bk, k, src_is_pkt_flag, t_in, out_hdr, out_slots, counters):
+def _apply_delivered(io, sess, bk, k, t_in, out_hdr, out_slots, counters):
     """Apply k delivered messages to the books and publish their events; returns events published."""
     cap = out_slots.shape[0]
     mask = cap - 1
@@ -100,13 +99,13 @@ def itch_feed_work(io, sess, bk, counters, out_hdr, out_slots, mult):
         got += 1
         k = ms.mold_on_packet(sess, io.pkt, n, cycles_to_ns(t_in, mult), io.d_off, io.d_len, io.d_seq)
         if k:
-            published += _apply_delivered(io, sess, bk, k, True, t_in, out_hdr, out_slots, counters)
+            published += _apply_delivered(io, sess, bk, k, t_in, out_hdr, out_slots, counters)
         _send_request(io, sess)
     if got == 0 and sess.state[ms.S_EXPECTED] < sess.state[ms.S_HIGH]:
         now = rdtsc()
         k = ms.mold_poll(sess, cycles_to_ns(now, mult), io.d_off, io.d_len, io.d_seq)
         if k:
-            published += _apply_delivered(io, sess, bk, k, False, now, out_hdr, out_slots, counters)
+            published += _apply_delivered(io, sess, bk, k, now, out_hdr, out_slots, counters)
         _send_request(io, sess)
     if published:
         store_relaxed(counters, C_EVENTS_OUT, load_relaxed(counters, C_EVENTS_OUT) + published)
@@ -169,7 +168,7 @@ class ItchFeed:
         self._logged_examples: set = set()
         self._logged_counts: dict = {}
         log.info("feed: MoldUDP64 on %s:%d%s, re-requests to %s, books for %s", self.bound[0], self.bound[1],
-                 f" (multicast via {f.interface})" if _is_multicast(f.address) else "",
+                 f" (multicast via {f.interface})" if is_multicast(f.address) else "",
                  f"{f.retransmit_host}:{f.retransmit_port}" if recovery else "nowhere (recovery off)",
                  ", ".join(f.symbols) if f.symbols else "every symbol")
 
@@ -221,9 +220,3 @@ class ItchFeed:
     def close(self) -> None:
         self.sock.close()
 
-
-def _is_multicast(addr: str) -> bool:
-    try:
-        return 224 <= int(socket.inet_aton(addr)[0]) <= 239
-    except OSError:
-        return False
