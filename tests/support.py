@@ -1,5 +1,6 @@
 """Helpers every test tier shares: wait on a condition with a deadline, never sleep and hope."""
 
+import socket
 import time
 
 import pytest
@@ -15,3 +16,10 @@ def wait_for(predicate, timeout: float, interval: float = 0.02, what: str = "con
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {timeout} s waiting for {what}")
         time.sleep(interval)
+
+
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    """A UDP port nothing is bound to right now, for configs that need a fixed port number."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]

@@ -9,17 +9,11 @@ import pytest
 from appliance.feed import itch_descriptor as d
 from appliance.feed import moldudp64_descriptor as mold
 from tests.control.test_process import metric
-from tests.support import wait_for
+from tests.support import free_udp_port, wait_for
 
 pytestmark = pytest.mark.process
 
 SESSION = "TESTSESS01"
-
-
-def free_udp_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Retransmitter(threading.Thread):
