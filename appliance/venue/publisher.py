@@ -45,7 +45,9 @@ from ..runtime.wire import get_u16
 # ---- control words (ctl, int64; 8 words apart so writer and reader do not share a line) --------------
 CTL_STOP = 0  # set by stop(): the loop returns
 CTL_DONE = 8  # set by the loop: every message sent once and the first end-of-session packet is out
-N_CTL = 16
+CTL_AVAIL = 16  # messages in the history (sequence numbers 1..CTL_AVAIL), written by the producer
+CTL_END = 24  # live: 1 + the session's last sequence number once the producer ends it (0 = still open)
+N_CTL = 32
 
 # ---- configuration words (cfg, int64) -----------------------------------------------------------------
 P_TOTAL = 0  # messages to publish (sequence numbers 1..P_TOTAL)
@@ -60,6 +62,9 @@ P_REORDER_PPM = 8
 P_STALL_SEQ = 9  # stall once when this sequence is next (0 = never)
 P_STALL_NS = 10
 P_SEND_RETRIES = 11  # attempts on EAGAIN/ENOBUFS before a datagram counts as a send error
+P_OMASK = 12  # live history: offsets ring mask; -1 for a day file (offsets indexed directly)
+P_BMASK = 13  # live history: byte ring mask; -1 for a day file
+P_LIVE = 14  # 1: messages arrive while publishing (a partial packet waits up to P_MAX_DELAY_NS)
 N_CFG = 16
 
 # ---- loop state (st, int64) -----------------------------------------------------------------------
@@ -89,6 +94,8 @@ K_RETRANS_PACKETS = 13
 K_RETRANS_MESSAGES = 14
 K_SEND_ERRORS = 15  # datagrams the kernel refused (the receiver recovers them like drops)
 N_COUNTERS = 16
+MAX_SEQ = 1 << 62  # "no end yet" for a live session
+MAX_FRAME_PAYLOAD = 50  # the longest ITCH 5.0 message (NOII)
 
 COUNTER_NAMES = ("packets", "messages", "bytes", "heartbeats", "end_packets", "dropped_packets",
                  "dropped_messages", "duplicated", "reordered", "stalls", "requests", "bad_requests",
@@ -189,22 +196,30 @@ def _send(fd, buf, size, addr, cfg, ctr):
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _fit(offsets, first, limit, room):
-    """How many messages from sequence `first` (at most `limit`) fit `room` bytes of blocks."""
-    base = offsets[first - 1]
+def _fit(offsets, omask, first, limit, room):
+    """How many messages from sequence `first` (at most `limit`) fit `room` bytes of blocks.
+
+    offsets[(s - 1) & omask] is where message s starts and offsets[s & omask] where it ends (byte
+    positions that only grow); omask is -1 for a day file, whose offsets are indexed directly.
+    """
+    base = offsets[(first - 1) & omask]
     n = 0
-    while n < limit and n < MAX_COUNT and offsets[first + n] - base <= room:
+    while n < limit and n < MAX_COUNT and offsets[(first + n) & omask] - base <= room:
         n += 1
     return n
 
 
 @njit(nogil=True, cache=True, inline="always")
-def _build(out, session, buf, offsets, first, n):
-    """A data packet of messages first..first+n-1: the header, then one slice of the day file."""
+def _build(out, session, buf, bmask, offsets, omask, first, n):
+    """A data packet of messages first..first+n-1: the header, then one slice of the history."""
     put_header_nb(out, 0, session, first, n)
-    src = offsets[first - 1]
-    size = offsets[first - 1 + n] - src
-    net.copy_bytes(out, HEADER_SIZE, buf, src, size)
+    src = offsets[(first - 1) & omask]
+    size = offsets[(first - 1 + n) & omask] - src
+    at = src & bmask
+    part = min(size, buf.shape[0] - at)  # a live history is a ring: the slice may wrap once
+    net.copy_bytes(out, HEADER_SIZE, buf, at, part)
+    if part < size:
+        net.copy_bytes(out, HEADER_SIZE + part, buf, 0, size - part)
     return HEADER_SIZE + size
 
 
@@ -224,7 +239,9 @@ def _serve(cfg, st, ctr, session, buf, offsets, fd, rpkt, req, src, srclen):
         seq = request_sequence_nb(req, 0)
         count = request_count_nb(req, 0)
         history = st[ST_NEXT_SEQ]
-        if count == 0 or seq < 1 or seq >= history:
+        # a live ring keeps the last half of its capacity safe from the producer's overwrites
+        oldest = 1 if cfg[P_OMASK] < 0 else max(1, history - (cfg[P_OMASK] + 1) // 2)
+        if count == 0 or seq < oldest or seq >= history:
             ctr[K_BAD_REQUESTS] += 1
             continue
         if count > cfg[P_MAX_REPLY]:
@@ -233,8 +250,8 @@ def _serve(cfg, st, ctr, session, buf, offsets, fd, rpkt, req, src, srclen):
         end = min(seq + count, history)
         room = cfg[P_MAX_PAYLOAD] - HEADER_SIZE
         while seq < end:
-            n = _fit(offsets, seq, end - seq, room)
-            size = _build(rpkt, session, buf, offsets, seq, n)
+            n = _fit(offsets, cfg[P_OMASK], seq, end - seq, room)
+            size = _build(rpkt, session, buf, cfg[P_BMASK], offsets, cfg[P_OMASK], seq, n)
             if _send(fd, rpkt, size, src, cfg, ctr):
                 ctr[K_RETRANS_PACKETS] += 1
                 ctr[K_RETRANS_MESSAGES] += n
@@ -275,7 +292,9 @@ def _flush_held(cfg, st, ctr, fd, dest, held):
 def publish_loop(ctl, cfg, st, ctr, rng, session, buf, offsets, data_fd, dest, retrans_fd,
                  pkt, held, rpkt, req, src, srclen, ts):
     """Publish until CTL_STOP: data (paced or not), re-request answers, heartbeats, end of session."""
-    total = cfg[P_TOTAL]
+    omask = cfg[P_OMASK]
+    bmask = cfg[P_BMASK]
+    live = cfg[P_LIVE] != 0
     room = cfg[P_MAX_PAYLOAD] - HEADER_SIZE
     rate = cfg[P_RATE]
     ns_per_msg = 1e9 / rate if rate > 0 else 0.0
@@ -292,10 +311,13 @@ def publish_loop(ctl, cfg, st, ctr, rng, session, buf, offsets, data_fd, dest, r
         bursting = burst
         burst = 0
         nxt = st[ST_NEXT_SEQ]
+        avail = load_acquire(ctl, CTL_AVAIL)
+        end_seq = load_acquire(ctl, CTL_END)
+        total = (end_seq - 1 if end_seq > 0 else MAX_SEQ) if live else cfg[P_TOTAL]
         if now < st[ST_STALL_UNTIL]:
             cpu_pause()
             continue
-        if nxt <= total:
+        if nxt <= avail:
             if cfg[P_STALL_SEQ] > 0 and st[ST_STALLED] == 0 and nxt >= cfg[P_STALL_SEQ]:
                 st[ST_STALLED] = 1
                 st[ST_STALL_UNTIL] = now + cfg[P_STALL_NS]
@@ -303,17 +325,20 @@ def publish_loop(ctl, cfg, st, ctr, rng, session, buf, offsets, data_fd, dest, r
                 st[ST_LAST_SEND] = now + cfg[P_STALL_NS]
                 ctr[K_STALLS] += 1
                 continue
-            limit = total - nxt + 1
+            limit = avail - nxt + 1
             if rate > 0:
                 elapsed = now - st[ST_T0]
                 due = np.int64(elapsed / ns_per_msg) + 1 - (nxt - 1)  # message k is due at t0 + (k-1)/rate
                 limit = min(limit, due)
             if limit > 0:
-                n = _fit(offsets, nxt, limit, room)
+                n = _fit(offsets, omask, nxt, limit, room)
                 full = n < limit or n == total - nxt + 1
-                waited = rate == 0 or now - (st[ST_T0] + np.int64((nxt - 1) * ns_per_msg)) >= cfg[P_MAX_DELAY_NS]
+                if live:
+                    waited = now - st[ST_LAST_SEND] >= cfg[P_MAX_DELAY_NS]
+                else:
+                    waited = rate == 0 or now - (st[ST_T0] + np.int64((nxt - 1) * ns_per_msg)) >= cfg[P_MAX_DELAY_NS]
                 if full or waited:
-                    size = _build(pkt, session, buf, offsets, nxt, n)
+                    size = _build(pkt, session, buf, bmask, offsets, omask, nxt, n)
                     st[ST_NEXT_SEQ] = nxt + n
                     ctr[K_MESSAGES] += n
                     _send_data(cfg, st, ctr, rng, data_fd, dest, pkt, size, n, held)
@@ -326,6 +351,14 @@ def publish_loop(ctl, cfg, st, ctr, rng, session, buf, offsets, data_fd, dest, r
                         ctr[K_END_PACKETS] += 1
                         store_release(ctl, CTL_DONE, 1)
                     continue
+        if live and end_seq > 0 and nxt >= end_seq and load_acquire(ctl, CTL_DONE) == 0:
+            _flush_held(cfg, st, ctr, data_fd, dest, held)  # ended with nothing left to send
+            put_header_nb(pkt, 0, session, nxt, COUNT_END_OF_SESSION)
+            _send(data_fd, pkt, HEADER_SIZE, dest, cfg, ctr)
+            ctr[K_END_PACKETS] += 1
+            st[ST_LAST_SEND] = now
+            store_release(ctl, CTL_DONE, 1)
+            continue
         if now - st[ST_LAST_SEND] >= cfg[P_HEARTBEAT_NS]:
             _flush_held(cfg, st, ctr, data_fd, dest, held)
             if nxt > total:
@@ -342,27 +375,74 @@ def publish_loop(ctl, cfg, st, ctr, rng, session, buf, offsets, data_fd, dest, r
     _flush_held(cfg, st, ctr, data_fd, dest, held)
 
 
+@njit(**_HOT)
+def history_append(ctl, cfg, st, buf, offsets, frames, nbytes):
+    """Copy framed messages into the live ring and publish them to the loop; -1 if the ring lacks room."""
+    omask = cfg[P_OMASK]
+    bmask = cfg[P_BMASK]
+    seq = ctl[CTL_AVAIL]
+    # count first: all or nothing, and never past half the ring ahead of the publisher
+    n = 0
+    off = 0
+    while off + 2 <= nbytes:
+        off += 2 + get_u16(frames, off)
+        n += 1
+    if off != nbytes or seq + n - (load_acquire(st, ST_NEXT_SEQ) - 1) > (omask + 1) // 2:
+        return -1
+    pos = offsets[seq & omask]
+    off = 0
+    while off < nbytes:
+        size = 2 + get_u16(frames, off)
+        at = pos & bmask
+        part = min(size, buf.shape[0] - at)
+        net.copy_bytes(buf, at, frames, off, part)
+        if part < size:
+            net.copy_bytes(buf, 0, frames, off + part, size - part)
+        pos += size
+        off += size
+        seq += 1
+        offsets[seq & omask] = pos
+    store_release(ctl, CTL_AVAIL, seq)
+    return n
+
+
 # ---- Python side ------------------------------------------------------------------------------------------
 class MoldPublisher:
-    """Publishes a day file as a MoldUDP64 session from its own thread and serves re-requests for it."""
+    """Publishes a day file, or a live stream appended while it runs, as a MoldUDP64 session from its own
+    thread and serves re-requests for it.
 
-    def __init__(self, dayfile: np.ndarray, dest: tuple[str, int], *, session: str = "VENUE00001",
+    Live (`dayfile=None`): the history is a ring of `history_messages` messages (a power of two) and
+    64 bytes per message; the producer calls `append` with framed ITCH and `end` to close the session.
+    Re-requests are answered for the newest half of the ring.
+    """
+
+    def __init__(self, dayfile: np.ndarray | None, dest: tuple[str, int], *, session: str = "VENUE00001",
                  count: int | None = None, rate: float = 0, max_payload: int = MAX_PAYLOAD,
                  heartbeat_s: float = 1.0, max_delay_us: float = 50.0, max_reply: int = 4096,
                  retrans_bind: tuple[str, int] = ("127.0.0.1", 0), interface: str | None = None,
                  ttl: int = 1, multicast_loop: bool = True, faults: Faults = Faults(),
-                 sndbuf: int = 4 << 20, send_retries: int = 1000):
+                 sndbuf: int = 4 << 20, send_retries: int = 1000, history_messages: int = 1 << 20):
         """`dayfile`: uint8 array of length-prefixed ITCH messages; `count` limits how many are sent.
         `dest`: unicast address or multicast group (sent from `interface` with `ttl`)."""
         if not HEADER_SIZE + 3 <= max_payload <= MAX_DATAGRAM:
             raise ValueError(f"max_payload must be {HEADER_SIZE + 3}..{MAX_DATAGRAM}, got {max_payload}")
         if rate < 0 or heartbeat_s <= 0 or max_reply < 1 or max_delay_us < 0:
             raise ValueError("rate and max_delay_us must be >= 0, heartbeat_s > 0, max_reply >= 1")
-        self.offsets, longest = index_dayfile(dayfile, count)
-        if HEADER_SIZE + 2 + longest > max_payload:
-            raise ValueError(f"a {longest}-byte message does not fit a {max_payload}-byte packet")
-        self.buf = dayfile
-        self.total = self.offsets.shape[0] - 1
+        self.live = dayfile is None
+        if self.live:
+            if history_messages < 1024 or history_messages & (history_messages - 1):
+                raise ValueError(f"history_messages must be a power of two >= 1024, got {history_messages}")
+            if HEADER_SIZE + 2 + MAX_FRAME_PAYLOAD > max_payload:
+                raise ValueError(f"max_payload {max_payload} cannot carry the longest ITCH message")
+            self.offsets = np.zeros(history_messages, dtype=np.int64)
+            self.buf = np.zeros(history_messages * 64, dtype=np.uint8)
+            self.total = 0
+        else:
+            self.offsets, longest = index_dayfile(dayfile, count)
+            if HEADER_SIZE + 2 + longest > max_payload:
+                raise ValueError(f"a {longest}-byte message does not fit a {max_payload}-byte packet")
+            self.buf = dayfile
+            self.total = self.offsets.shape[0] - 1
         self.session = session_array(session)
         self.ctl = np.zeros(N_CTL, dtype=np.int64)
         self.cfg = np.zeros(N_CFG, dtype=np.int64)
@@ -382,6 +462,10 @@ class MoldPublisher:
         c[P_STALL_SEQ] = faults.stall_at
         c[P_STALL_NS] = int(faults.stall_s * 1e9)
         c[P_SEND_RETRIES] = max(1, send_retries)
+        c[P_OMASK] = self.offsets.shape[0] - 1 if self.live else -1
+        c[P_BMASK] = self.buf.shape[0] - 1 if self.live else -1
+        c[P_LIVE] = 1 if self.live else 0
+        self.ctl[CTL_AVAIL] = self.total
         self.st[ST_NEXT_SEQ] = 1
         self.dest = dest
         self._dest_addr = net.sockaddr_in(*dest)
@@ -412,7 +496,7 @@ class MoldPublisher:
         """Compile (or load) the loop now, not on the publishing thread: it runs once and stops at once."""
         self.ctl[CTL_STOP] = 1
         publish_loop(*self._args())
-        self.ctl[:] = 0
+        self.ctl[CTL_STOP] = 0
 
     def _run(self):
         set_thread_name("mold-publisher")
@@ -463,5 +547,36 @@ class MoldPublisher:
 
     def counters(self) -> dict[str, int]:
         """What was sent, by name (a racy but safe read while running)."""
-        return {name: int(self.ctr[i]) for i, name in enumerate(COUNTER_NAMES)}
+        out = {name: int(self.ctr[i]) for i, name in enumerate(COUNTER_NAMES)}
+        out["available"] = int(self.ctl[CTL_AVAIL])
+        return out
+
+    # -- live history (producer side; one producer thread) --
+    @property
+    def backlog(self) -> int:
+        """Messages appended but not yet sent once."""
+        return int(self.ctl[CTL_AVAIL]) - (int(self.st[ST_NEXT_SEQ]) - 1)
+
+    @property
+    def room(self) -> int:
+        """Messages the producer may append now without overwriting what the publisher still needs."""
+        return self.offsets.shape[0] // 2 - self.backlog
+
+    def append(self, frames: np.ndarray, nbytes: int) -> int:
+        """Append the length-prefixed ITCH messages in frames[:nbytes] to a live session; returns how many.
+
+        Raises if the session has ended or they would overwrite messages not yet sent.
+        """
+        if not self.live or self.ctl[CTL_END]:
+            raise RuntimeError("append needs a live session that has not ended")
+        n = history_append(self.ctl, self.cfg, self.st, self.buf, self.offsets, frames, nbytes)
+        if n < 0:
+            raise OverflowError("live history full: the publisher is more than half a ring behind")
+        return n
+
+    def end(self) -> int:
+        """End a live session after what was appended: end-of-session packets follow. Returns its last sequence."""
+        last = int(self.ctl[CTL_AVAIL])
+        self.ctl[CTL_END] = last + 1  # an aligned int64 store: the loop reads it with load_acquire
+        return last
 
