@@ -138,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
                         add_help=False)
     gp.add_argument("args", nargs=argparse.REMAINDER)
     gp.set_defaults(func=lambda a: _delegate(TOOLS["generate"], a.args))
+    vp = sub.add_parser("venue", help="run the built-in venue (ITCH/MoldUDP64 out, OUCH and FIX order entry in) "
+                        "from a config's [venue] section", add_help=False)
+    vp.add_argument("args", nargs=argparse.REMAINDER)
+    vp.set_defaults(func=lambda a: _delegate(TOOLS["venue"], a.args))
 
     c = sub.add_parser("config", help="configuration tools", description="Configuration tools.")
     csub = c.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
@@ -155,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-TOOLS = {"replay": "appliance.feed.replay", "generate": "appliance.venue.generator"}
+TOOLS = {"replay": "appliance.feed.replay", "generate": "appliance.venue.generator", "venue": "appliance.venue.server"}
 
 
 def main(argv=None) -> int:

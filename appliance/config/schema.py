@@ -169,6 +169,53 @@ class NumbaConfig:
 
 
 @dataclass(frozen=True)
+class VenueConfig:
+    """The built-in venue (`appliance venue`): ITCH 5.0 over MoldUDP64 out, OUCH 5.0 and FIX 4.4 order entry in."""
+
+    symbols: Symbols = key((), "Listed stocks (stock locates 1..n in this order); [] = `symbol_count` generated "
+                           "tickers.")
+    symbol_count: int = key(100, "Generated tickers when `symbols` is empty.", min=1, max=65535)
+    seed: int = key(1, "Seed of the synthetic participants (same seed, same order flow).", min=0, max=2**62)
+    rate: int = key(100000, "Synthetic participant operations per second (enter, cancel, replace, take); "
+                    "each makes about one ITCH message. 0 = only the appliances' orders.", min=0, max=50000000)
+    max_orders: int = key(1048576, "Resting orders the matching engine holds.", min=1024, max=67108864)
+    feed_address: str = key("127.0.0.1", "Where the MoldUDP64 stream goes: a unicast address or a multicast "
+                            "group.", format="ip")
+    feed_port: int = key(26477, "UDP port of the MoldUDP64 stream.", min=1, max=65535)
+    feed_interface: str = key("0.0.0.0", "Local address of the interface multicast leaves by (0.0.0.0 = the "
+                              "kernel's choice).", format="ip")
+    session: str = key("VENUE00001", "MoldUDP64 session name (up to 10 characters).", format="session")
+    retransmit_host: str = key("127.0.0.1", "Address the re-request server binds.", format="ip")
+    retransmit_port: int = key(26478, "Re-request server UDP port (0 = any free port).", min=0, max=65535)
+    history_messages: int = key(1048576, "Messages kept for re-requests (64 bytes each; the newest half is "
+                                "served).", min=1024, max=67108864, power_of_two=True)
+    max_payload: int = key(1472, "Largest MoldUDP64 datagram payload sent, in bytes.", min=64, max=65507)
+    heartbeat_ms: int = key(1000, "MoldUDP64 heartbeat after this long without data.", min=10, max=60000)
+    ouch_host: str = key("127.0.0.1", "Address the OUCH 5.0 (SoupBinTCP 4.x) port binds.", format="ip")
+    ouch_port: int = key(26400, "OUCH TCP port (0 = any free port).", min=0, max=65535)
+    ouch_username: str = key("APPL01", "SoupBinTCP username the OUCH port accepts (up to 6 characters).")
+    ouch_password: str = key("secret", "Its password (up to 10 characters).")
+    fix_host: str = key("127.0.0.1", "Address the FIX 4.4 acceptor binds.", format="ip")
+    fix_port: int = key(26401, "FIX TCP port (0 = any free port).", min=0, max=65535)
+    fix_comp_id: str = key("VENUE", "The venue's SenderCompID(49).", format="name")
+    fix_client_comp_id: str = key("APPLIANCE", "The one client SenderCompID the acceptor takes.", format="name")
+    state_dir: str = key("venue-state", "Directory for persisted FIX sequence numbers and messages.")
+    fault_drop: float = key(0.0, "Share of feed data packets never sent first time (recoverable by re-request).",
+                            min=0.0, max=1.0)
+    fault_duplicate: float = key(0.0, "Share of feed data packets sent twice.", min=0.0, max=1.0)
+    fault_reorder: float = key(0.0, "Share of feed data packets held back and sent after the next.", min=0.0,
+                               max=1.0)
+    fault_stall_at: int = key(0, "Stall the feed once at this sequence number (0 = never).", min=0, max=2**62)
+    fault_stall_ms: int = key(0, "How long that stall lasts.", min=0, max=600000)
+    fault_reject: float = key(0.0, "Share of new orders rejected on purpose (OUCH reason 'other', FIX "
+                              "OrdRejReason 99).", min=0.0, max=1.0)
+    fault_delay_ms: int = key(0, "Hold every order request this long before the engine sees it.", min=0,
+                              max=60000)
+    fault_disconnect_after: int = key(0, "Drop an order-entry connection after this many order requests on it "
+                                      "(0 = never); the session survives for the reconnect.", min=0, max=2**31)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole validated configuration; `Config()` is all defaults."""
 
@@ -183,6 +230,7 @@ class Config:
     control: ControlConfig = field(default_factory=ControlConfig)
     health: HealthConfig = field(default_factory=HealthConfig)
     numba: NumbaConfig = field(default_factory=NumbaConfig)
+    venue: VenueConfig = field(default_factory=VenueConfig)
 
     def hot_threads(self) -> tuple[str, ...]:
         """Hot-thread role names, in order, for the configured layout."""

@@ -35,8 +35,8 @@ def test_defaults():
 
 def test_schema_is_complete_and_consistent():
     assert SECTIONS == ("process", "log", "runtime", "cpu", "memory", "synthetic", "feed", "book", "control",
-                        "health", "numba")
-    assert len(SCHEMA) == 46 and len(KEYS) == 46
+                        "health", "numba", "venue")
+    assert len(SCHEMA) == 77 and len(KEYS) == 77
     assert {k.path for k in SCHEMA if k.reloadable} == {
         "log.level", "synthetic.rate", "health.heartbeat_timeout_ms", "health.status_interval_s"}
     for k in SCHEMA:
