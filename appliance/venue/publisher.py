@@ -39,7 +39,7 @@ from ..feed.moldudp64_descriptor import (
 )
 from ..runtime import net
 from ..runtime.atomics import cpu_pause, load_acquire, store_release
-from ..runtime.libc import set_thread_name
+from ..runtime.libc import set_thread_name, usleep
 from ..runtime.wire import get_u16
 
 # ---- control words (ctl, int64; 8 words apart so writer and reader do not share a line) --------------
@@ -65,6 +65,7 @@ P_SEND_RETRIES = 11  # attempts on EAGAIN/ENOBUFS before a datagram counts as a 
 P_OMASK = 12  # live history: offsets ring mask; -1 for a day file (offsets indexed directly)
 P_BMASK = 13  # live history: byte ring mask; -1 for a day file
 P_LIVE = 14  # 1: messages arrive while publishing (a partial packet waits up to P_MAX_DELAY_NS)
+P_IDLE_US = 15  # live: sleep this long when there is nothing to send (0 = spin; a venue shares its cores)
 N_CFG = 16
 
 # ---- loop state (st, int64) -----------------------------------------------------------------------
@@ -371,7 +372,10 @@ def publish_loop(ctl, cfg, st, ctr, rng, session, buf, offsets, data_fd, dest, r
             st[ST_LAST_SEND] = now
             continue
         if not worked:
-            cpu_pause()
+            if live and cfg[P_IDLE_US] > 0 and nxt > avail:
+                usleep(cfg[P_IDLE_US])
+            else:
+                cpu_pause()
     _flush_held(cfg, st, ctr, data_fd, dest, held)
 
 
@@ -421,7 +425,8 @@ class MoldPublisher:
                  heartbeat_s: float = 1.0, max_delay_us: float = 50.0, max_reply: int = 4096,
                  retrans_bind: tuple[str, int] = ("127.0.0.1", 0), interface: str | None = None,
                  ttl: int = 1, multicast_loop: bool = True, faults: Faults = Faults(),
-                 sndbuf: int = 4 << 20, send_retries: int = 1000, history_messages: int = 1 << 20):
+                 sndbuf: int = 4 << 20, send_retries: int = 1000, history_messages: int = 1 << 20,
+                 idle_us: int = 20):
         """`dayfile`: uint8 array of length-prefixed ITCH messages; `count` limits how many are sent.
         `dest`: unicast address or multicast group (sent from `interface` with `ttl`)."""
         if not HEADER_SIZE + 3 <= max_payload <= MAX_DATAGRAM:
@@ -465,6 +470,7 @@ class MoldPublisher:
         c[P_OMASK] = self.offsets.shape[0] - 1 if self.live else -1
         c[P_BMASK] = self.buf.shape[0] - 1 if self.live else -1
         c[P_LIVE] = 1 if self.live else 0
+        c[P_IDLE_US] = max(0, int(idle_us))
         self.ctl[CTL_AVAIL] = self.total
         self.st[ST_NEXT_SEQ] = 1
         self.dest = dest

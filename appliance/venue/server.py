@@ -9,15 +9,17 @@
 - fault injection (per run, from [venue]): feed packets dropped, duplicated, reordered or stalled, orders
   rejected or delayed, order-entry connections dropped after N requests.
 
-Everything but the publisher thread runs on one asyncio loop (uvloop when present): sessions, the
-synthetic flow (numba, called in slices of about a millisecond) and the engine, so the engine has a
-single owner and needs no locks. `Venue(cfg).start()` runs it on a background thread (tests, demo,
+Two threads besides the publisher's: the engine thread owns the matching engine (no locks): it runs
+the synthetic flow in numba slices of about a millisecond (the GIL released) and, between slices, the
+order requests queued for it; the asyncio loop (uvloop when present) owns the sockets and the
+session state, and everything the engine thread sends goes to it with call_soon_threadsafe. `Venue(cfg).start()` runs it on a background thread (tests, demo,
 benchmarks); `appliance venue --config FILE` runs it in the foreground until SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import os
 import random
@@ -40,13 +42,14 @@ from ..gateway.soupbin_session import (
 )
 from . import flow as fl
 from . import matching as m
+from ..runtime.libc import set_thread_name
 from .publisher import CTL_END, Faults, MoldPublisher
 
 log = logging.getLogger("appliance.venue")
 
 TICK_S = 0.001  # the synthetic flow runs in slices this long
 TIMER_S = 0.1  # session timers (heartbeats, timeouts)
-MAX_SLICE = 20_000  # most synthetic operations in one slice (keeps order entry responsive)
+MAX_SLICE = 4096  # most synthetic operations in one slice (about 1 ms: keeps order entry responsive)
 OUCH_OWNER = 1
 FIX_OWNER = 2
 NS_PER_DAY = 86_400_000_000_000
@@ -58,6 +61,13 @@ FIX_SIDE = {b"1": m.SIDE_BUY, b"2": m.SIDE_SELL, b"5": m.SIDE_SHORT, b"6": m.SID
 FIX_SIDE_OUT = {v: k for k, v in FIX_SIDE.items()}
 FIX_TIF = {b"0": m.TIF_DAY, b"3": m.TIF_IOC}
 FAULT_REASON_TEXT = "rejected by fault injection"
+# Outbound OUCH through struct packers: the venue sends one to three per order request (see ouch.packer)
+PACK_ACCEPTED = ouch.packer("out", "A")
+PACK_REPLACED = ouch.packer("out", "U")
+PACK_CANCELED = ouch.packer("out", "C")
+PACK_EXECUTED = ouch.packer("out", "E")
+PACK_REJECTED = ouch.packer("out", "J")
+NO_CLORDID = b""
 
 
 def ns_since_midnight() -> int:
@@ -262,6 +272,7 @@ class Venue:
         self.cfg = cfg = cfg or VenueConfig()
         self.symbols = symbols_for(cfg)
         self.locates = {s: i + 1 for i, s in enumerate(self.symbols)}
+        self.symbol_bytes = [s.encode("ascii") for s in self.symbols]
         self.eng = m.make_engine(self.symbols, max_orders=cfg.max_orders)
         self.out = m.make_out(1 << 22, 1 << 14)
         self.flow = fl.make_flow(self.eng, seed=cfg.seed)
@@ -297,6 +308,9 @@ class Venue:
         self._flow_done = 0
         self._t0 = 0.0
         self._ended = False
+        self._requests: collections.deque = collections.deque()
+        self._engine: threading.Thread | None = None
+        self._engine_stop = False
         self._warm()
 
     # -- addresses and state --
@@ -350,25 +364,46 @@ class Venue:
                 self._report(rec)
         m.reset(out)
 
-    async def _flow_loop(self):
+    def _engine_main(self):
+        """The engine thread: queued requests, then a slice of synthetic flow, then publish; until stopped."""
+        set_thread_name("venue-engine")
         rate = self.cfg.rate
         self._t0 = time.perf_counter()
-        while not self._stopping.is_set():
-            await asyncio.sleep(TICK_S)
-            if rate <= 0 or self._ended:
-                continue
-            due = int((time.perf_counter() - self._t0) * rate) - self._flow_done
-            if due <= 0:
-                continue
-            n = min(due, MAX_SLICE)
-            if self.pub.room < 2 * n + 4096:  # the publisher is behind: hold the synthetic flow back
-                self.counters["flow_throttled"] += 1
-                continue
-            done = fl.flow_step(self.eng, self.out, self.flow, n, ns_since_midnight())
-            self._flow_done += done if done == n else n  # a short slice (out full) is not made up later
-            self._drain()
-            if due > 10 * MAX_SLICE:  # far behind (a pause, a slow host): do not burst to catch up
-                self._flow_done = int((time.perf_counter() - self._t0) * rate)
+        requests = self._requests
+        try:
+            while not self._engine_stop:
+                busy = False
+                while requests:
+                    fn, args = requests.popleft()
+                    fn(*args)
+                    busy = True
+                due = int((time.perf_counter() - self._t0) * rate) - self._flow_done if rate > 0 and not self._ended else 0
+                if due > 10 * MAX_SLICE:  # far behind (a pause, a slow host): do not burst to catch up
+                    self._flow_done += due - MAX_SLICE
+                    due = MAX_SLICE
+                if due > 0:
+                    n = min(due, MAX_SLICE)
+                    if self.pub.room >= 2 * n + 4096:
+                        fl.flow_step(self.eng, self.out, self.flow, n, ns_since_midnight())
+                        self._flow_done += n  # a short slice (output full) is not made up later
+                        busy = True
+                    else:  # the publisher is behind: hold the synthetic flow back
+                        self.counters["flow_throttled"] += 1
+                if self.out.cur[m.C_BUF] or self.out.cur[m.C_REP]:
+                    self._drain()
+                if not busy:
+                    time.sleep(TICK_S / 4)
+        except BaseException as e:  # surfaced by stop(); the venue cannot go on without its engine
+            self.error = e
+            log.exception("venue engine thread failed")
+
+    def _enqueue(self, fn, *args) -> None:
+        """Run fn(*args) on the engine thread (in order)."""
+        self._requests.append((fn, args))
+
+    def _post(self, fn, *args) -> None:
+        """Run fn(*args) on the event loop (in order): sessions and sockets belong to it."""
+        self._loop.call_soon_threadsafe(fn, *args)
 
     async def _timer_loop(self):
         while not self._stopping.is_set():
@@ -382,11 +417,11 @@ class Venue:
 
     # -- order entry --
     def submit(self, conn: _Connection, request) -> None:
-        """An order request from a session: now, or after the configured delay."""
+        """An order request from a session (event loop): to the engine thread, now or after the configured delay."""
         if self.cfg.fault_delay_ms > 0:
-            self._loop.call_later(self.cfg.fault_delay_ms / 1000, self._handle, conn, request)
+            self._loop.call_later(self.cfg.fault_delay_ms / 1000, self._enqueue, self._handle, conn, request)
         else:
-            self._handle(conn, request)
+            self._enqueue(self._handle, conn, request)
 
     def _handle(self, conn, request):
         try:
@@ -400,7 +435,7 @@ class Venue:
         if conn.count_request():
             self.counters["fault_disconnects"] += 1
             log.info("fault injection: dropping the connection from %s after %d requests", conn.peer, conn.requests)
-            conn.close()
+            self._post(conn.close)
 
     def _fault_reject(self) -> bool:
         if self.cfg.fault_reject > 0 and self._rng.random() < self.cfg.fault_reject:
@@ -411,8 +446,7 @@ class Venue:
     # OUCH
     def _ouch_reject(self, conn, user_ref, reason, cl_ord_id=""):
         self.counters["rejects"] += 1
-        conn.send(ouch.encode_outbound("J", timestamp=ns_since_midnight(), user_ref_num=user_ref, reason=reason,
-                                       cl_ord_id=cl_ord_id))
+        self._post(conn.send, PACK_REJECTED(ns_since_midnight(), user_ref, reason, cl_ord_id.encode("ascii", "replace")[:14]))
 
     def _ouch_request(self, conn: OuchConnection, payload: bytes):
         acct = conn.account
@@ -455,11 +489,11 @@ class Venue:
         elif t == "X":
             self.counters["cancels"] += 1
             urn = msg["user_ref_num"]
-            ref = m.find_token(self.eng, acct.owner, urn)
+            ref = int(m.find_token(self.eng, acct.owner, urn))
             if ref == 0:  # OUCH has no reject for a cancel of an unknown or finished order: it is ignored
                 log.info("OUCH: %s cancel of unknown order %d ignored", acct.username, urn)
                 return
-            leaves = m.order_leaves(self.eng, ref)
+            leaves = int(m.order_leaves(self.eng, ref))
             target = msg["quantity"]  # the size to reduce the order *to*
             if target >= leaves:
                 return
@@ -471,34 +505,32 @@ class Venue:
             self._ouch_reject(conn, msg.get("user_ref_num", 0), ouch.REJECT_OTHER)
 
     def _ouch_report(self, conn: OuchConnection, r):
-        k = r["kind"]
-        sym = self.symbols[int(r["locate"]) - 1] if 0 < int(r["locate"]) <= len(self.symbols) else ""
-        common = dict(timestamp=int(r["ts"]), user_ref_num=int(r["token"]))
+        k, ts, urn = int(r["kind"]), int(r["ts"]), int(r["token"])
         if k in (m.R_ACCEPTED, m.R_REPLACED):
-            tail = dict(side=chr(r["side"]), quantity=int(r["qty"]), symbol=sym, price=int(r["price"]),
-                        time_in_force=chr(r["tif"]), display=chr(r["display"]), order_reference_number=int(r["ref"]),
-                        capacity="A", intermarket_sweep_eligibility="N", cross_type="N", order_state=chr(r["state"]),
-                        cl_ord_id="")
+            loc = int(r["locate"])
+            sym = self.symbol_bytes[loc - 1] if 0 < loc <= len(self.symbols) else b""
+            tail = (bytes((int(r["side"]),)), int(r["qty"]), sym, int(r["price"]), bytes((int(r["tif"]),)),
+                    bytes((int(r["display"]),)), int(r["ref"]), b"A", b"N", b"N", bytes((int(r["state"]),)), NO_CLORDID)
             if k == m.R_ACCEPTED:
-                conn.send(ouch.encode_outbound("A", **common, **tail))
+                self._post(conn.send, PACK_ACCEPTED(ts, urn, *tail))
             else:
-                conn.send(ouch.encode_outbound("U", **common, orig_user_ref_num=int(r["prev_token"]), **tail))
+                self._post(conn.send, PACK_REPLACED(ts, int(r["prev_token"]), urn, *tail))
         elif k == m.R_EXECUTED:
             self.counters["fills"] += 1
-            conn.send(ouch.encode_outbound("E", **common, quantity=int(r["qty"]), price=int(r["price"]),
-                                           liquidity_flag=chr(r["liquidity"]), match_number=int(r["match"])))
+            self._post(conn.send, PACK_EXECUTED(ts, urn, int(r["qty"]), int(r["price"]),
+                                                bytes((int(r["liquidity"]),)), int(r["match"])))
         elif k == m.R_CANCELED:
-            conn.send(ouch.encode_outbound("C", **common, quantity=int(r["qty"]), reason=chr(r["reason"])))
+            self._post(conn.send, PACK_CANCELED(ts, urn, int(r["qty"]), bytes((int(r["reason"]),))))
         elif k == m.R_REJECTED:
             if r["request"] == m.REQ_CANCEL:
                 return  # no OUCH answer for a cancel of an unknown order
             st = int(r["reject"])
             self.counters["rejects"] += 1
-            conn.send(ouch.encode_outbound("J", **common, reason=OUCH_REASON.get(st, st), cl_ord_id=""))
+            self._post(conn.send, PACK_REJECTED(ts, urn, OUCH_REASON.get(st, st), NO_CLORDID))
 
     # FIX
     def _fix_send(self, conn, msg_type, fields):
-        conn.send(msg_type, fields)
+        self._post(conn.send, msg_type, fields)
 
     def _exec_id(self) -> bytes:
         self.fix_exec_id += 1
@@ -580,7 +612,7 @@ class Venue:
             orig = msg.get(fx.TAG_ORIG_CL_ORD_ID)
             token = self.fix_tokens.get(orig)
             response_to = b"2" if replace else b"1"
-            ref = m.find_token(self.eng, FIX_OWNER, token) if token else 0
+            ref = int(m.find_token(self.eng, FIX_OWNER, token)) if token else 0
             if ref == 0:
                 log.info("FIX: %s of unknown or finished order %s", "replace" if replace else "cancel", orig)
                 self._fix_cancel_reject(conn, cl, orig, response_to, "unknown order")
@@ -666,11 +698,8 @@ class Venue:
         if owner == OUCH_OWNER:
             acct = self.ouch_accounts[self.cfg.ouch_username]
             conn = acct.connection
-            if conn is None:  # not connected: the message still takes its number, replayed at the next login
-                stub = _StoredOuch(acct.store)
-                self._ouch_report(stub, r)
-            else:
-                self._ouch_report(conn, r)
+            # not connected: the message still takes its number, replayed at the next login
+            self._ouch_report(conn if conn is not None else _StoredOuch(acct.store), r)
         elif owner == FIX_OWNER:
             sender = self.cfg.fix_client_comp_id.encode()
             conn = self.fix_owner_conn.get(sender)
@@ -689,7 +718,9 @@ class Venue:
         self.fix_address = srv.sockets[0].getsockname()[:2]
         self._publish_directory()
         self.pub.start()
-        tasks = [asyncio.create_task(self._flow_loop()), asyncio.create_task(self._timer_loop())]
+        self._engine = threading.Thread(target=self._engine_main, name="venue-engine", daemon=True)
+        self._engine.start()
+        tasks = [asyncio.create_task(self._timer_loop())]
         log.info("venue: %d symbols; MoldUDP64 %s to %s:%d, re-requests on %s:%d; OUCH on %s:%d; FIX on %s:%d; "
                  "synthetic flow %d ops/s", len(self.symbols), cfg.session, *self.feed_address, *self.retrans_address,
                  *self.ouch_address, *self.fix_address, cfg.rate)
@@ -697,6 +728,8 @@ class Venue:
         await self._stopping.wait()
         for t in tasks:
             t.cancel()
+        self._engine_stop = True
+        await loop.run_in_executor(None, self._engine.join, 10)
         for c in list(self.connections):
             if isinstance(c, OuchConnection) and not c.sess.closed:
                 c.sess.end_session()
@@ -738,8 +771,7 @@ class Venue:
         """End the trading session: no more synthetic flow, MoldUDP64 end of session after what was
         published. Re-requests are still answered and order entry still works until stop()."""
         self._ended = True
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._end_feed)
+        self._enqueue(self._end_feed)
 
     def _end_feed(self):
         self._drain()
@@ -785,8 +817,7 @@ class Venue:
         def enter():
             m.enter(self.eng, self.out, ns_since_midnight(), self.locates[symbol], 0, 0, ord(side), qty, price,
                     ord(tif), m.DISPLAY_VISIBLE, 0)
-            self._drain()
-        self._loop.call_soon_threadsafe(enter)
+        self._enqueue(enter)
 
     def disconnect_all(self) -> int:
         """Drop every order-entry TCP connection now (the sessions survive); returns how many."""

@@ -244,3 +244,15 @@ def test_numba_decoders_report_malformed_input_without_raising():
     system = np.frombuffer(ou.encode_outbound("S"), dtype=np.uint8).copy()
     assert ou.dec_outbound(system, 0, 10, out) == ou.ERR_UNKNOWN         # not a hot message
     assert ou.dec_inbound(system, 0, 10, out) == ou.ERR_UNKNOWN
+
+
+@pytest.mark.parametrize("direction, mtype", ALL, ids=[f"{d}-{t}" for d, t in ALL])
+def test_packer_writes_the_same_bytes_as_encode(direction, mtype):
+    rng = random.Random(f"pack{direction}{mtype}")
+    specs, rules = _specs(direction)
+    pack = ou.packer(direction, mtype)
+    for _ in range(30):
+        values = _fields(rng, specs[mtype])
+        app = [] if rules[mtype] == ou.APP_REQUIRED else None
+        raw = [v.encode("ascii") if isinstance(v, str) else v for v in values.values()]
+        assert pack(*raw) == ou.encode(direction, mtype, appendage=app, **values)
