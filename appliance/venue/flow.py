@@ -116,7 +116,7 @@ def flow_step(eng, out, fl, n, ts):
             d = _depth(r >> 1)
             qty = 100 * (1 + (r >> 16) % 10)
             price = fair - d * tick if side == 0 else fair + d * tick
-            st = m.enter(eng, out, ts, loc, 0, 0, m.SIDE_BUY if side == 0 else m.SIDE_SELL, qty, price,
+            st = m.enter_inline(eng, out, ts, loc, 0, 0, m.SIDE_BUY if side == 0 else m.SIDE_SELL, qty, price,
                          m.TIF_DAY, m.DISPLAY_VISIBLE, 0)
             if st == m.OK and out.cur[m.C_LEAVES] > 0:
                 fl.pool[loc, fl.count[loc]] = out.cur[m.C_REF]
@@ -124,7 +124,7 @@ def flow_step(eng, out, fl, n, ts):
             w[W_ADDS] += 1
         elif kind < ADD_PM + CANCEL_PM or cnt >= POOL:
             i = r % cnt
-            if m.cancel(eng, out, ts, fl.pool[loc, i], 0, m.REASON_USER) == m.ST_UNKNOWN_ORDER:
+            if m.cancel_inline(eng, out, ts, fl.pool[loc, i], 0, m.REASON_USER) == m.ST_UNKNOWN_ORDER:
                 w[W_STALE] += 1
             _drop(fl, loc, i)
             w[W_CANCELS] += 1
@@ -139,7 +139,7 @@ def flow_step(eng, out, fl, n, ts):
                 side = eng.orders[eng.ref_slot[ref & eng.words[m.M_RMASK]]].side
                 d = _depth(r >> 8)
                 price = fair - d * tick if side == 0 else fair + d * tick
-                st = m.replace(eng, out, ts, ref, 0, 100 * (1 + (r >> 20) % 10), price)
+                st = m.replace_inline(eng, out, ts, ref, 0, 100 * (1 + (r >> 20) % 10), price)
                 if st == m.OK and out.cur[m.C_LEAVES] > 0:
                     fl.pool[loc, i] = out.cur[m.C_REF]
                 else:
@@ -148,7 +148,7 @@ def flow_step(eng, out, fl, n, ts):
         else:  # take liquidity: a marketable IOC a few ticks through the fair price
             side = r & 1
             price = fair + 3 * tick if side == 0 else fair - 3 * tick
-            m.enter(eng, out, ts, loc, 0, 0, m.SIDE_BUY if side == 0 else m.SIDE_SELL, 100 * (1 + (r >> 1) % 5),
+            m.enter_inline(eng, out, ts, loc, 0, 0, m.SIDE_BUY if side == 0 else m.SIDE_SELL, 100 * (1 + (r >> 1) % 5),
                     price, m.TIF_IOC, m.DISPLAY_VISIBLE, 0)
             w[W_TAKES] += 1
         done += 1

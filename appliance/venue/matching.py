@@ -1042,6 +1042,14 @@ def cancel_owner(eng, out, ts, owner, reason):
 
 
 # ---- lookups and snapshots ----------------------------------------------------------------------
+# The synthetic flow (venue/flow.py) makes one of these calls per operation: inlined there, since a real
+# call pushes the Engine's and Out's arrays (about 70 words) on the stack, which cost a quarter of an
+# operation (measured 279 -> 209 ns per operation; the flow's cold compile grows by about 40 s).
+enter_inline = njit(**_HOT, inline="always")(enter.py_func)
+cancel_inline = njit(**_HOT, inline="always")(cancel.py_func)
+replace_inline = njit(**_HOT, inline="always")(replace.py_func)
+
+
 @njit(**_HOT)
 def find_token(eng, owner, token):
     """The order reference of the resting client order (owner, token), 0 when there is none."""
