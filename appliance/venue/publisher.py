@@ -393,15 +393,16 @@ def history_append(ctl, cfg, st, buf, offsets, frames, nbytes):
         n += 1
     if off != nbytes or seq + n - (load_acquire(st, ST_NEXT_SEQ) - 1) > (omask + 1) // 2:
         return -1
+    # the frames are one contiguous block here and in the ring: one copy (two at the ring's end)
     pos = offsets[seq & omask]
+    at = pos & bmask
+    part = min(nbytes, buf.shape[0] - at)
+    net.copy_bytes(buf, at, frames, 0, part)
+    if part < nbytes:
+        net.copy_bytes(buf, 0, frames, part, nbytes - part)
     off = 0
     while off < nbytes:
         size = 2 + get_u16(frames, off)
-        at = pos & bmask
-        part = min(size, buf.shape[0] - at)
-        net.copy_bytes(buf, at, frames, off, part)
-        if part < size:
-            net.copy_bytes(buf, 0, frames, off + part, size - part)
         pos += size
         off += size
         seq += 1
