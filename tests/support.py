@@ -1,6 +1,10 @@
 """Helpers every test tier shares: wait on a condition with a deadline, never sleep and hope."""
 
+import json
+import os
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -23,3 +27,25 @@ def free_udp_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+_ITCHFEED_COUNTS = (
+    "import collections, json, sys\n"
+    "import itch\n"
+    "assert not itch.USING_CPP_BACKEND\n"
+    "from itch.parser import MessageParser\n"
+    "c = collections.Counter()\n"
+    "with open(sys.argv[1], 'rb') as f:\n"
+    "    for m in MessageParser().parse_file(f):\n"
+    "        c[m.message_type.decode()] += 1\n"
+    "print(json.dumps(c))\n"
+)
+
+
+def itchfeed_counts(path) -> dict[str, int]:
+    """Per-type message counts of an ITCH day file as itchfeed (PyPI) parses it, in a child process with
+    ITCH_NO_CPP=1 so that it cannot borrow a C++ parser: an implementation independent of ours."""
+    out = subprocess.run([sys.executable, "-c", _ITCHFEED_COUNTS, str(path)], capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "ITCH_NO_CPP": "1"})
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)

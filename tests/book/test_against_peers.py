@@ -4,9 +4,6 @@ itch-book (C++23 core) gives every symbol's best bid and offer; itchfeed (pure P
 ITCH_NO_CPP=1 so it cannot borrow a C++ parser) gives per-type message counts.
 """
 
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,6 +13,7 @@ from appliance.feed import itch_descriptor as d
 from appliance.feed.dayfile import write_dayfile
 from appliance.runtime.event import EVENT_DTYPE
 from appliance.venue.generator import GeneratorParams, generate
+from tests.support import itchfeed_counts
 
 
 @pytest.fixture(scope="module")
@@ -78,19 +76,7 @@ def test_per_type_counts_equal_itchfeed(tmp_path, day):
     small = buf[: _prefix_bytes(buf, 40_000)]
     path = tmp_path / "day.itch"
     write_dayfile(path, small)
-    code = (
-        "import sys, collections\n"
-        "from itch.parser import MessageParser\n"
-        "c = collections.Counter()\n"
-        "with open(sys.argv[1], 'rb') as f:\n"
-        "    for m in MessageParser().parse_file(f):\n"
-        "        c[m.message_type.decode()] += 1\n"
-        "print(dict(c))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "ITCH_NO_CPP": "1"})
-    assert out.returncode == 0, out.stderr
-    theirs = eval(out.stdout)  # a dict literal printed by the child
+    theirs = itchfeed_counts(path)
     bk = apply_all(small)
     assert l3.stats(bk)["by_type"] == theirs
     assert len(theirs) >= 10

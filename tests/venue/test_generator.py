@@ -6,10 +6,7 @@ layouts (from the ITCH 5.0 specification) and keeps its own book.
 
 import gzip
 import heapq
-import os
 import struct
-import subprocess
-import sys
 from collections import Counter
 
 import numpy as np
@@ -18,6 +15,7 @@ import pytest
 from appliance.feed.dayfile import iter_messages, read_dayfile, type_counts, walk_frames
 from appliance.feed.itch_descriptor import FIELDS, LENGTHS
 from appliance.venue.generator import Generator, GeneratorParams, generate, main
+from tests.support import itchfeed_counts
 
 TICK = 100
 
@@ -303,21 +301,7 @@ def test_itchfeed_reads_the_file_and_counts_the_same(tmp_path):
     buf, counts = generate(params)
     path = tmp_path / "day.itch"
     path.write_bytes(buf.tobytes())
-    code = (
-        "import sys, collections\n"
-        "import itch\n"
-        "assert not itch.USING_CPP_BACKEND\n"
-        "from itch.parser import MessageParser\n"
-        "c = collections.Counter()\n"
-        "with open(sys.argv[1], 'rb') as f:\n"
-        "    for m in MessageParser().parse_file(f):\n"
-        "        c[m.message_type.decode()] += 1\n"
-        "print(dict(c))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "ITCH_NO_CPP": "1"})
-    assert out.returncode == 0, out.stderr
-    theirs = eval(out.stdout)  # a dict literal printed by the child
+    theirs = itchfeed_counts(path)
     assert theirs == counts
     assert sum(theirs.values()) == params.messages
 

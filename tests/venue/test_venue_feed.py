@@ -8,11 +8,8 @@ from the venue's retransmission server, and writes the messages as a day file. T
   the matching engine's own books.
 """
 
-import os
 import socket
 import struct
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -24,7 +21,7 @@ from appliance.feed.dayfile import write_dayfile
 from appliance.runtime.event import EVENT_DTYPE
 from appliance.venue import matching as m
 from appliance.venue.server import Venue
-from tests.support import free_udp_port, wait_for
+from tests.support import free_udp_port, itchfeed_counts, wait_for
 
 SYMBOLS = 40
 
@@ -120,17 +117,7 @@ def test_independent_parser_reads_the_feed_with_the_engines_counts(session, tmp_
     venue, rx, _ = session
     path = tmp_path / "venue.itch"
     write_dayfile(path, _dayfile(rx))
-    code = ("import sys, collections\n"
-            "from itch.parser import MessageParser\n"
-            "c = collections.Counter()\n"
-            "with open(sys.argv[1], 'rb') as f:\n"
-            "    for msg in MessageParser().parse_file(f):\n"
-            "        c[msg.message_type.decode()] += 1\n"
-            "print(dict(c))\n")
-    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "ITCH_NO_CPP": "1"})
-    assert out.returncode == 0, out.stderr
-    theirs = eval(out.stdout)  # a dict literal printed by the child
+    theirs = itchfeed_counts(path)
     want = dict(m.stats(venue.eng)["by_type"])
     want["S"] = 2  # start of messages, start of market hours
     want["R"] = want["H"] = SYMBOLS  # directory and trading state per symbol
