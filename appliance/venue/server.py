@@ -92,7 +92,6 @@ class OuchAccount:
     store: SequencedStore = field(default_factory=SequencedStore)
     last_user_ref: int = 0
     connection: "OuchConnection | None" = None
-    requests: int = 0
 
 
 @dataclass
@@ -448,6 +447,16 @@ class Venue:
         self.counters["rejects"] += 1
         self._post(conn.send, PACK_REJECTED(ns_since_midnight(), user_ref, reason, cl_ord_id.encode("ascii", "replace")[:14]))
 
+    def _take_user_ref(self, conn, acct: OuchAccount, msg) -> bool:
+        """Enter and Replace name a new UserRefNum, which must increase through the day; else Rejected."""
+        urn = msg["user_ref_num"]
+        if urn <= acct.last_user_ref:
+            log.warning("OUCH: %s sent UserRefNum %d, not above %d", acct.username, urn, acct.last_user_ref)
+            self._ouch_reject(conn, urn, ouch.REJECT_OTHER, msg["cl_ord_id"])
+            return False
+        acct.last_user_ref = urn
+        return True
+
     def _ouch_request(self, conn: OuchConnection, payload: bytes):
         acct = conn.account
         try:
@@ -462,11 +471,8 @@ class Venue:
         if t == "O":
             self.counters["orders"] += 1
             urn = msg["user_ref_num"]
-            if urn <= acct.last_user_ref:  # OUCH: UserRefNum must increase through the day
-                log.warning("OUCH: %s entered UserRefNum %d, not above %d", acct.username, urn, acct.last_user_ref)
-                self._ouch_reject(conn, urn, ouch.REJECT_OTHER, msg["cl_ord_id"])
+            if not self._take_user_ref(conn, acct, msg):
                 return
-            acct.last_user_ref = urn
             if self._fault_reject():
                 self._ouch_reject(conn, urn, ouch.REJECT_OTHER, msg["cl_ord_id"])
                 return
@@ -478,10 +484,8 @@ class Venue:
         elif t == "U":
             self.counters["replaces"] += 1
             urn = msg["user_ref_num"]
-            if urn <= acct.last_user_ref:
-                self._ouch_reject(conn, urn, ouch.REJECT_OTHER, msg["cl_ord_id"])
+            if not self._take_user_ref(conn, acct, msg):
                 return
-            acct.last_user_ref = urn
             st = m.replace_token(self.eng, self.out, ts, acct.owner, msg["orig_user_ref_num"], urn, msg["quantity"],
                                  msg["price"])
             if st == m.ST_UNKNOWN_ORDER:  # the engine's reject record covers it (request 'U')
@@ -784,6 +788,10 @@ class Venue:
             self._loop.call_soon_threadsafe(self._stopping.set)
         if self._thread is not None:
             self._thread.join(timeout)
+        self._close()
+
+    def _close(self) -> None:
+        """The publisher's thread and sockets, and the FIX sequence stores."""
         self.pub.close()
         for s in self.fix_sessions.values():
             s.close()
@@ -801,9 +809,7 @@ class Venue:
         try:
             asyncio.run(main())
         finally:
-            self.pub.close()
-            for s in self.fix_sessions.values():
-                s.close()
+            self._close()
 
     def __enter__(self):
         return self.start()
