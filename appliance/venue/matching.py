@@ -276,6 +276,19 @@ def _room(out, msgs, reps):
 
 
 @njit(**_HOT, inline="always")
+def _begin(eng, out, msgs, reps):
+    """Start an operation: clear the last one's results; False (counted) when the outputs lack room for
+    `msgs` ITCH frames and `reps` reports, and the operation must not start."""
+    out.cur[C_REF] = 0
+    out.cur[C_FILLED] = 0
+    out.cur[C_LEAVES] = 0
+    if not _room(out, msgs, reps):
+        eng.words[S_NO_ROOM] += 1
+        return False
+    return True
+
+
+@njit(**_HOT, inline="always")
 def _wants(eng, owner):
     return owner > 0 or eng.words[M_REPORT_ALL] != 0
 
@@ -811,11 +824,7 @@ def enter(eng, out, ts, locate, owner, token, side, qty, price, tif, display, mp
     Returns OK or a reject status; out.cur[C_REF] is the order's reference number.
     """
     cur = out.cur
-    cur[C_REF] = 0
-    cur[C_FILLED] = 0
-    cur[C_LEAVES] = 0
-    if not _room(out, 2, 3):
-        eng.words[S_NO_ROOM] += 1
+    if not _begin(eng, out, 2, 3):
         return ST_NO_ROOM
     st = _check_enter(eng, locate, owner, token, side, qty, price, tif, display)
     if st != OK:
@@ -892,11 +901,7 @@ def cancel(eng, out, ts, ref, qty, reason):
     `reason` is the OUCH cancel reason for the report (REASON_USER, REASON_SUPERVISORY, ...).
     Returns OK, ST_UNKNOWN_ORDER or ST_NO_ROOM. ITCH: X for part, D for all (nothing for hidden orders).
     """
-    out.cur[C_REF] = 0
-    out.cur[C_FILLED] = 0
-    out.cur[C_LEAVES] = 0
-    if not _room(out, 1, 1):
-        eng.words[S_NO_ROOM] += 1
+    if not _begin(eng, out, 1, 1):
         return ST_NO_ROOM
     oi = _by_ref(eng, ref)
     if oi == NIL:
@@ -908,11 +913,7 @@ def cancel(eng, out, ts, ref, qty, reason):
 @njit(**_HOT)
 def cancel_token(eng, out, ts, owner, token, qty, reason):
     """`cancel` naming the order by its owner's token; an unknown one gets a rejected record (request 'X')."""
-    out.cur[C_REF] = 0
-    out.cur[C_FILLED] = 0
-    out.cur[C_LEAVES] = 0
-    if not _room(out, 1, 1):
-        eng.words[S_NO_ROOM] += 1
+    if not _begin(eng, out, 1, 1):
         return ST_NO_ROOM
     oi = _by_token(eng, owner, token) if owner > 0 else NIL
     if oi == NIL:
@@ -989,11 +990,7 @@ def replace(eng, out, ts, ref, new_token, new_qty, new_price):
     for any remainder. Returns OK, a reject status (the old order stays as it was), ST_UNKNOWN_ORDER or
     ST_NO_ROOM; out.cur[C_REF] is the new reference.
     """
-    out.cur[C_REF] = 0
-    out.cur[C_FILLED] = 0
-    out.cur[C_LEAVES] = 0
-    if not _room(out, 2, 3):
-        eng.words[S_NO_ROOM] += 1
+    if not _begin(eng, out, 2, 3):
         return ST_NO_ROOM
     oi = _by_ref(eng, ref)
     if oi == NIL:
@@ -1005,11 +1002,7 @@ def replace(eng, out, ts, ref, new_token, new_qty, new_price):
 @njit(**_HOT)
 def replace_token(eng, out, ts, owner, token, new_token, new_qty, new_price):
     """`replace` naming the order by its owner's token; an unknown one gets a rejected record (request 'U')."""
-    out.cur[C_REF] = 0
-    out.cur[C_FILLED] = 0
-    out.cur[C_LEAVES] = 0
-    if not _room(out, 2, 3):
-        eng.words[S_NO_ROOM] += 1
+    if not _begin(eng, out, 2, 3):
         return ST_NO_ROOM
     oi = _by_token(eng, owner, token) if owner > 0 else NIL
     if oi == NIL:
