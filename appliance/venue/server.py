@@ -5,7 +5,8 @@
   re-request server for the newest half of it (appliance.venue.publisher);
 - order entry: OUCH 5.0 over SoupBinTCP 4.x and FIX 4.4, both driving the same engine. Sessions outlive
   TCP connections: a SoupBinTCP client that logs in again is replayed its sequenced messages from the
-  number it asks for, a FIX client's ResendRequest is answered from the persisted store;
+  number it asks for, a FIX client's ResendRequest is answered from the persisted store; an OUCH Account
+  Query is answered in turn with the requests before it, so a client can tell which of its requests arrived;
 - fault injection (per run, from [venue]): feed packets dropped, duplicated, reordered or stalled, orders
   rejected or delayed, order-entry connections dropped after N requests.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import logging
 import os
 import random
@@ -67,6 +69,7 @@ PACK_REPLACED = ouch.packer("out", "U")
 PACK_CANCELED = ouch.packer("out", "C")
 PACK_EXECUTED = ouch.packer("out", "E")
 PACK_REJECTED = ouch.packer("out", "J")
+PACK_ACCOUNT_QUERY = ouch.packer("out", "Q")
 NO_CLORDID = b""
 
 
@@ -92,6 +95,12 @@ class OuchAccount:
     store: SequencedStore = field(default_factory=SequencedStore)
     last_user_ref: int = 0
     connection: "OuchConnection | None" = None
+    # the venue's own tally for Venue.account_record (engine thread only)
+    entered: int = 0  # Enter Order requests received, accepted or not
+    duplicate_user_refs: int = 0  # Enter/Replace requests refused for a UserRefNum not above the last accepted
+    executions: int = 0  # Order Executed messages sent
+    executed_shares: int = 0
+    positions: dict[str, int] = field(default_factory=dict)  # symbol -> shares bought minus shares sold
 
 
 @dataclass
@@ -294,7 +303,7 @@ class Venue:
         self.fix_exec_id = 0
         self.connections: set[_Connection] = set()
         self.counters = {"orders": 0, "cancels": 0, "replaces": 0, "rejects": 0, "fills": 0, "bad_requests": 0,
-                         "fault_rejects": 0, "fault_disconnects": 0, "flow_throttled": 0}
+                         "account_queries": 0, "fault_rejects": 0, "fault_disconnects": 0, "flow_throttled": 0}
         self._rng = random.Random(cfg.seed)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -451,6 +460,7 @@ class Venue:
         """Enter and Replace name a new UserRefNum, which must increase through the day; else Rejected."""
         urn = msg["user_ref_num"]
         if urn <= acct.last_user_ref:
+            acct.duplicate_user_refs += 1
             log.warning("OUCH: %s sent UserRefNum %d, not above %d", acct.username, urn, acct.last_user_ref)
             self._ouch_reject(conn, urn, ouch.REJECT_OTHER, msg["cl_ord_id"])
             return False
@@ -470,6 +480,7 @@ class Venue:
         ts = ns_since_midnight()
         if t == "O":
             self.counters["orders"] += 1
+            acct.entered += 1
             urn = msg["user_ref_num"]
             if not self._take_user_ref(conn, acct, msg):
                 return
@@ -503,12 +514,19 @@ class Venue:
                 return
             m.cancel_token(self.eng, self.out, ts, acct.owner, urn, 0 if target == 0 else leaves - target,
                            m.REASON_USER)
+        elif t == "Q":
+            # Every request queued before this one has been handled and its answers posted; draining first
+            # also numbers what the engine did since (a participant's fill) ahead of the response, so an
+            # order the client has no answer for when the response comes never reached the venue.
+            self.counters["account_queries"] += 1
+            self._drain()
+            self._post(conn.send, PACK_ACCOUNT_QUERY(ts, acct.last_user_ref + 1))
         else:
             self.counters["bad_requests"] += 1
             log.warning("OUCH: %s sent %r, which this venue does not take", acct.username, t)
             self._ouch_reject(conn, msg.get("user_ref_num", 0), ouch.REJECT_OTHER)
 
-    def _ouch_report(self, conn: OuchConnection, r):
+    def _ouch_report(self, acct: OuchAccount, conn: OuchConnection, r):
         k, ts, urn = int(r["kind"]), int(r["ts"]), int(r["token"])
         if k in (m.R_ACCEPTED, m.R_REPLACED):
             loc = int(r["locate"])
@@ -521,8 +539,13 @@ class Venue:
                 self._post(conn.send, PACK_REPLACED(ts, int(r["prev_token"]), urn, *tail))
         elif k == m.R_EXECUTED:
             self.counters["fills"] += 1
-            self._post(conn.send, PACK_EXECUTED(ts, urn, int(r["qty"]), int(r["price"]),
-                                                bytes((int(r["liquidity"]),)), int(r["match"])))
+            qty, loc = int(r["qty"]), int(r["locate"])
+            sym = self.symbols[loc - 1] if 0 < loc <= len(self.symbols) else ""
+            acct.executions += 1
+            acct.executed_shares += qty
+            acct.positions[sym] = acct.positions.get(sym, 0) + (qty if r["side"] == m.SIDE_BUY else -qty)
+            self._post(conn.send, PACK_EXECUTED(ts, urn, qty, int(r["price"]), bytes((int(r["liquidity"]),)),
+                                                int(r["match"])))
         elif k == m.R_CANCELED:
             self._post(conn.send, PACK_CANCELED(ts, urn, int(r["qty"]), bytes((int(r["reason"]),))))
         elif k == m.R_REJECTED:
@@ -703,7 +726,7 @@ class Venue:
             acct = self.ouch_accounts[self.cfg.ouch_username]
             conn = acct.connection
             # not connected: the message still takes its number, replayed at the next login
-            self._ouch_report(conn if conn is not None else _StoredOuch(acct.store), r)
+            self._ouch_report(acct, conn if conn is not None else _StoredOuch(acct.store), r)
         elif owner == FIX_OWNER:
             sender = self.cfg.fix_client_comp_id.encode()
             conn = self.fix_owner_conn.get(sender)
@@ -824,6 +847,59 @@ class Venue:
             m.enter(self.eng, self.out, ns_since_midnight(), self.locates[symbol], 0, 0, ord(side), qty, price,
                     ord(tif), m.DISPLAY_VISIBLE, 0)
         self._enqueue(enter)
+
+    def account_record(self, username: str | None = None, timeout: float = 10.0) -> dict:
+        """The venue's own record of one OUCH account (default: the configured one), to check a client's against.
+
+        {"open_orders": {user_ref_num: {"symbol", "side" ('B' or 'S'), "price" (1e-4), "leaves"}} as resting in
+        the engine now, "positions": {symbol: shares bought - sold}, "executions", "executed_shares", "entered",
+        "duplicate_user_refs", "last_user_ref", "next_sequence"}. Taken on the engine thread after the requests
+        queued before the call; next_sequence on the event loop once the answers to them are numbered.
+        """
+        name = self.cfg.ouch_username if username is None else username
+        acct = self.ouch_accounts.get(name)
+        if acct is None:
+            raise KeyError(f"no OUCH account {name!r}; the venue has {sorted(self.ouch_accounts)}")
+        if self._loop is None or self._engine is None or not self._engine.is_alive():
+            raise RuntimeError("the venue is not running: account_record needs its engine thread and event loop")
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            on_loop = False
+        if on_loop:  # the record completes on this loop: waiting here would block it
+            raise RuntimeError("account_record blocks; call it from another thread than the venue's event loop")
+        done: concurrent.futures.Future = concurrent.futures.Future()
+
+        def take():  # engine thread
+            try:
+                self._drain()  # fills of operations run in this batch (a participant_order) count too
+                o = self.eng.orders
+                # resting means in a price level, as cancel_owner reads it
+                slots = np.nonzero((o["owner"] == acct.owner) & (o["level"] != m.NIL) & (o["ref"] != 0))[0]
+                open_orders = {}
+                for i in slots:
+                    rec = o[i]
+                    loc = int(rec["locate"])
+                    open_orders[int(rec["token"])] = {
+                        "symbol": self.symbols[loc - 1], "side": "B" if rec["side"] == 0 else "S",
+                        "price": int(rec["price"]), "leaves": int(rec["leaves"])}
+                record = {"open_orders": open_orders, "positions": dict(acct.positions),
+                          "executions": acct.executions, "executed_shares": acct.executed_shares,
+                          "entered": acct.entered, "duplicate_user_refs": acct.duplicate_user_refs,
+                          "last_user_ref": acct.last_user_ref}
+                self._post(finish, record)  # behind every answer the engine has posted so far
+            except BaseException as e:
+                done.set_exception(e)
+
+        def finish(record):  # event loop: the stream belongs to it
+            record["next_sequence"] = acct.store.next_sequence
+            done.set_result(record)
+
+        self._enqueue(take)
+        try:
+            return done.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"the venue's engine did not produce the account record within {timeout} s") from None
 
     def disconnect_all(self) -> int:
         """Drop every order-entry TCP connection now (the sessions survive); returns how many."""
