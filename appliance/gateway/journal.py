@@ -2,9 +2,9 @@
 to a file, and a reader that rebuilds the day from that file after a crash.
 
 The gateway hot thread fills a ring slot with `journal_put` and publishes it; `JournalWriter` (off the
-hot path) seals each record with a CRC, appends it with os.write on an O_APPEND descriptor and only then
-releases the slot. The writer is the file's only writer: every record, SESSION and NOTE included, goes
-through the ring.
+hot path) seals each record with a CRC (zlib's CRC-32, computed by a numba loop that runs without the
+GIL), appends it with os.write on an O_APPEND descriptor and only then releases the slot. The writer is
+the file's only writer: every record, SESSION and NOTE included, goes through the ring.
 
 File: a 64-byte header, then whole records. Integers are big-endian like every other format here
 (the hot side writes them with wire.put_*), except the CRC, which is stored little-endian.
@@ -45,7 +45,6 @@ import os
 import struct
 import threading
 import time
-import zlib
 from collections import namedtuple
 
 import numpy as np
@@ -86,8 +85,6 @@ HEADER_SIZE = 64
 HDR_TEXT_WIDTH = HEADER_SIZE - HDR_TEXT  # 40
 
 _HEADER = struct.Struct(">8sIIQ40s")
-_SEQ_STAMP = struct.Struct(">Qq")
-_CRC = struct.Struct("<I")
 
 # ---- durability --------------------------------------------------------------------------------
 # Records still in the ring when the process dies are lost under every policy (the ring's depth bounds
@@ -100,6 +97,7 @@ _CRC = struct.Struct("<I")
 FSYNC_POLICIES = ("none", "interval", "always")
 
 MAX_BATCH = 256           # records per os.write: 32 KiB, bounds the writer's copy of the ring
+SCAN_RECORDS = 8192       # records the reader reads and checks per step: 1 MiB
 ERROR_BACKOFF_S = 0.01    # pause of the writer thread after a failed write, so a full disk is not hammered
 
 Record = namedtuple("Record", "kind seq stamp payload")
@@ -130,24 +128,92 @@ def journal_put(slots, pos, kind, seq, stamp, src, src_off, length):
     return True
 
 
-def _crc(buf, off: int, length: int) -> int:
-    """The record's CRC: zlib.crc32 over bytes [0:4] and [8:24+len], the CRC field itself left out."""
-    mv = memoryview(buf)
-    return zlib.crc32(mv[off + REC_SEQ:off + REC_PAYLOAD + length], zlib.crc32(mv[off:off + REC_CRC]))
+def _crc_table() -> np.ndarray:
+    """The byte table of CRC-32 as zlib.crc32 computes it (reflected polynomial 0xEDB88320)."""
+    table = np.zeros(256, np.int64)
+    for b in range(256):
+        c = b
+        for _ in range(8):
+            c = (c >> 1) ^ 0xEDB88320 if c & 1 else c >> 1
+        table[b] = c
+    return table
 
 
-def _record_ok(buf, off: int) -> bool:
-    """Whether the whole record at buf[off:off+128] is one the writer could have written."""
-    kind, length = buf[off + REC_KIND], buf[off + REC_LEN]
-    if kind not in KIND_NAMES or length > REC_MAX_PAYLOAD:
+CRC_TABLE = _crc_table()
+
+
+@njit(nogil=True, cache=True)
+def _crc32(buf, start, end, crc, table):
+    """zlib.crc32(buf[start:end], crc), one table lookup per byte."""
+    crc ^= 0xFFFFFFFF
+    for i in range(start, end):
+        crc = table[(crc ^ buf[i]) & 0xFF] ^ (crc >> 8)
+    return crc ^ 0xFFFFFFFF
+
+
+@njit(nogil=True, cache=True)
+def record_crc(rec, off, table):
+    """The CRC of the record at rec[off:off+128]: over bytes [0:4] and [8:24+len], the CRC field left out."""
+    return _crc32(rec, off + REC_SEQ, off + REC_PAYLOAD + rec[off + REC_LEN],
+                  _crc32(rec, off, off + REC_CRC, 0, table), table)
+
+
+@njit(nogil=True, cache=True)
+def record_ok(buf, off, table):
+    """Whether the record at buf[off:off+128] is one the writer could have written (kind, length, CRC)."""
+    kind = buf[off + REC_KIND]
+    if kind < K_SENT or kind > K_NOTE or buf[off + REC_LEN] > REC_MAX_PAYLOAD:
         return False
-    return _CRC.unpack_from(buf, off + REC_CRC)[0] == _crc(buf, off, length)
+    stored = (np.int64(buf[off + REC_CRC]) | (np.int64(buf[off + REC_CRC + 1]) << 8)
+              | (np.int64(buf[off + REC_CRC + 2]) << 16) | (np.int64(buf[off + REC_CRC + 3]) << 24))
+    return stored == record_crc(buf, off, table)
 
 
-def _decode(buf, off: int) -> Record:
-    seq, stamp = _SEQ_STAMP.unpack_from(buf, off + REC_SEQ)
-    length = buf[off + REC_LEN]
-    return Record(buf[off + REC_KIND], seq, stamp, bytes(buf[off + REC_PAYLOAD:off + REC_PAYLOAD + length]))
+@njit(nogil=True, cache=True)
+def _check_records(buf, count, table, ok):
+    """ok[i] = record_ok of the i-th record of buf, for the first `count` records."""
+    for i in range(count):
+        ok[i] = record_ok(buf, i * REC_SIZE, table)
+
+
+@njit(nogil=True, cache=True)
+def _seal_batch(slots, pos, count, out, skipped, table):
+    """Copy `count` slots from ring position `pos` into `out` in file form: the CRC stored, the bytes after
+    the payload zeroed, malformed slots left out and counted in skipped[0] (kind) and skipped[1] (length).
+    Returns the records put in `out`."""
+    mask = slots.shape[0] - 1
+    w = 0
+    for i in range(count):
+        rec = slots[(pos + i) & mask]
+        kind, length = rec[REC_KIND], rec[REC_LEN]
+        if kind < K_SENT or kind > K_NOTE:
+            skipped[0] += 1
+            continue
+        if length > REC_MAX_PAYLOAD:
+            skipped[1] += 1
+            continue
+        base = w * REC_SIZE
+        end = REC_PAYLOAD + length
+        for b in range(end):
+            out[base + b] = rec[b]
+        for b in range(end, REC_SIZE):
+            out[base + b] = 0
+        crc = record_crc(out, base, table)
+        for b in range(4):
+            out[base + REC_CRC + b] = (crc >> (8 * b)) & 0xFF
+        w += 1
+    return w
+
+
+def _decode(buf, idx) -> list[Record]:
+    """The records at the record indices `idx` of buf, fields taken column by column (per record is slow)."""
+    recs = buf.reshape(-1, REC_SIZE)[idx]
+    kinds, lens = recs[:, REC_KIND].tolist(), recs[:, REC_LEN].tolist()
+    seqs = recs[:, REC_SEQ:REC_STAMP].copy().view(">u8")[:, 0].tolist()
+    stamps = recs[:, REC_STAMP:REC_PAYLOAD].copy().view(">i8")[:, 0].tolist()
+    raw = recs.tobytes()
+    payloads = [raw[o:o + n] for o, n in zip(range(REC_PAYLOAD, len(raw), REC_SIZE), lens)]
+    return list(map(Record._make, zip(kinds, seqs, stamps, payloads)))
 
 
 # ---- header --------------------------------------------------------------------------------------
@@ -195,21 +261,26 @@ def _scan(f, path: str, keep: bool):
     good_end = HEADER_SIZE  # end of the last record that passed its check
     bad_run = 0             # failed records since then: corruption if a good one follows, torn tail if not
     off = HEADER_SIZE
+    buf = np.empty(SCAN_RECORDS * REC_SIZE, np.uint8)
+    ok = np.empty(SCAN_RECORDS, np.bool_)
+    view = memoryview(buf)
     while True:
-        chunk = f.read(MAX_BATCH * 32 * REC_SIZE)
-        whole = len(chunk) - len(chunk) % REC_SIZE
-        for o in range(0, whole, REC_SIZE):
-            if _record_ok(chunk, o):
-                report["records"] += 1
-                report["bad_crc"] += bad_run
-                bad_run = 0
-                good_end = off + o + REC_SIZE
-                if keep:
-                    records.append(_decode(chunk, o))
-            else:
-                bad_run += 1
-        off += whole
-        if whole < len(chunk) or not chunk:
+        got = f.readinto(view)  # a buffered reader fills the buffer unless it reaches the end of the file
+        whole = got // REC_SIZE
+        _check_records(buf, whole, CRC_TABLE, ok)
+        good = np.flatnonzero(ok[:whole])
+        if good.size:
+            last = int(good[-1])
+            report["records"] += good.size
+            report["bad_crc"] += bad_run + last + 1 - good.size  # failed records with a good one after them
+            bad_run = whole - 1 - last
+            good_end = off + (last + 1) * REC_SIZE
+            if keep:
+                records.extend(_decode(buf, good))
+        else:
+            bad_run += whole
+        off += whole * REC_SIZE
+        if got < len(buf):
             break  # a partial record can only be the last thing in the file
     if size > good_end:
         report["torn_tail_bytes"] = size - good_end
@@ -266,8 +337,10 @@ def repair(path) -> dict:
 def _tail_end(fd: int, size: int) -> int:
     """End of the last intact record, found by walking back from the end of the file (cheap at start-up)."""
     end = HEADER_SIZE + (size - HEADER_SIZE) // REC_SIZE * REC_SIZE
+    rec = np.empty(REC_SIZE, np.uint8)
     while end > HEADER_SIZE:
-        if _record_ok(os.pread(fd, REC_SIZE, end - REC_SIZE), 0):
+        os.preadv(fd, [rec], end - REC_SIZE)
+        if record_ok(rec, 0, CRC_TABLE):
             break
         end -= REC_SIZE
     return end
@@ -288,13 +361,13 @@ def _open(path: str, text: str) -> tuple[int, dict]:
             os.write(fd, _pack_header(text))
             os.fsync(fd)
             _sync_dir(path)  # the new name must survive a power loss too
-            return fd, _report(torn_tail_bytes=size, truncated_to=0 if size else None)
+            return fd, {"torn_tail_bytes": size, "truncated_to": 0 if size else None}
         _parse_header(os.pread(fd, HEADER_SIZE, 0), path)
         end = _tail_end(fd, size)
         if end < size:
             _truncate(fd, end)
-            return fd, _report(torn_tail_bytes=size - end, truncated_to=end)
-        return fd, _report()
+            return fd, {"torn_tail_bytes": size - end, "truncated_to": end}
+        return fd, {"torn_tail_bytes": 0, "truncated_to": None}
     except BaseException:
         os.close(fd)
         raise
@@ -309,7 +382,12 @@ def open_for_append(path, text: str = "") -> int:
 # ---- writer --------------------------------------------------------------------------------------
 class JournalWriter:
     """Drains the gateway's journal ring into the file, in ring order, releasing slots only once written
-    (and synced, under "always"). Runs as a daemon thread named "journal" or pass by pass via drain()."""
+    (and synced, under "always"). Runs as a daemon thread named "journal" or pass by pass via drain().
+
+    For the control plane: records_written, bytes_written, fsyncs, skipped (malformed slots), last_error,
+    failed (a sync failed; the ring will back up) and repair_report (the torn tail cut when the file was
+    opened: {"torn_tail_bytes", "truncated_to"}).
+    """
 
     def __init__(self, path, hdr, slots, *, fsync: str = "interval", interval_ms: int = 50, poll_us: int = 200,
                  text: str = ""):
@@ -332,7 +410,8 @@ class JournalWriter:
         self._hdr, self._slots = hdr, slots
         self._capacity = slots.shape[0]
         ring_head(hdr)
-        ring_available(hdr)  # compiled (or loaded) now, not when the first record waits
+        ring_available(hdr)  # these compiled (or loaded) now, not when the first record waits
+        _seal_batch(slots, 0, 0, np.zeros(REC_SIZE, np.uint8), np.zeros(2, np.int64), CRC_TABLE)
         self._fd, self.repair_report = _open(self.path, text)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -343,7 +422,8 @@ class JournalWriter:
         self.records_written = 0
         self.bytes_written = 0
         self.fsyncs = 0
-        self.skipped = {"kind": 0, "length": 0}  # malformed slots, released without being written
+        self._out = np.zeros(MAX_BATCH * REC_SIZE, np.uint8)  # one batch in file form
+        self._skipped = np.zeros(2, np.int64)  # malformed slots, released without being written: kind, length
         self.last_error: str | None = None
         self.failed = False  # a sync failed: nothing more is released (a later sync's success proves nothing)
 
@@ -354,29 +434,10 @@ class JournalWriter:
         with self._lock:
             return self._drain()
 
-    def _seal(self, pos: int, n: int):
-        """Copy n slots from ring position pos into file form: CRC in place, bytes after the payload zeroed."""
-        start = pos & (self._capacity - 1)
-        first = min(n, self._capacity - start)
-        raw = self._slots[start:start + first].tobytes()
-        if first < n:
-            raw += self._slots[:n - first].tobytes()
-        out = bytearray(n * REC_SIZE)
-        w = 0
-        for r in range(0, n * REC_SIZE, REC_SIZE):
-            kind, length = raw[r + REC_KIND], raw[r + REC_LEN]
-            if kind not in KIND_NAMES:
-                self.skipped["kind"] += 1
-                continue
-            if length > REC_MAX_PAYLOAD:
-                self.skipped["length"] += 1
-                continue
-            out[w:w + REC_CRC] = raw[r:r + REC_CRC]
-            _CRC.pack_into(out, w + REC_CRC, _crc(raw, r, length))
-            out[w + REC_SEQ:w + REC_PAYLOAD + length] = raw[r + REC_SEQ:r + REC_PAYLOAD + length]
-            w += REC_SIZE
-        del out[w:]
-        return out, w // REC_SIZE
+    @property
+    def skipped(self) -> dict:
+        """Malformed slots released without being written, by what was wrong: {"kind": n, "length": n}."""
+        return {"kind": int(self._skipped[0]), "length": int(self._skipped[1])}
 
     def _drain(self) -> int:
         if self._closed or self.failed:
@@ -387,15 +448,14 @@ class JournalWriter:
                 self._maybe_sync()
                 return 0
             n = min(n, MAX_BATCH)
-            buf, records = self._seal(ring_head(self._hdr), n)
-            self._pending = [buf, 0, n, records]
+            records = _seal_batch(self._slots, ring_head(self._hdr), n, self._out, self._skipped, CRC_TABLE)
+            self._pending = [memoryview(self._out)[:records * REC_SIZE], 0, n, records]
         # A batch interrupted by an error resumes where it stopped: rewriting it whole would duplicate bytes
         # and shift every later record off the 128-byte grid.
         buf, done, n, records = self._pending
-        view = memoryview(buf)
         try:
             while done < len(buf):
-                wrote = _write(self._fd, view[done:])
+                wrote = _write(self._fd, buf[done:])
                 if wrote <= 0:
                     raise OSError(f"write returned {wrote}")
                 done += wrote

@@ -99,6 +99,15 @@ def test_each_kind_round_trips_and_the_file_matches_the_layout(tmp_path, writers
         assert r[24:24 + n] == payload and not any(r[24 + n:])
 
 
+def test_record_crc_is_zlib_crc32_over_the_covered_bytes():
+    rng = np.random.default_rng(3)
+    recs = rng.integers(0, 256, (200, REC_SIZE), dtype=np.uint8)
+    recs[:, 1] = rng.integers(0, REC_MAX_PAYLOAD + 1, 200)
+    for r in recs:
+        n = int(r[1])
+        assert jn.record_crc(r, 0, jn.CRC_TABLE) == zlib.crc32(r[0:4].tobytes() + r[8:24 + n].tobytes())
+
+
 def test_journal_put_refuses_bad_kind_or_length_and_leaves_the_slot_alone():
     hdr, slots = make_ring(4)
     src = np.zeros(200, np.uint8)
@@ -196,35 +205,46 @@ def test_garbage_after_the_last_record_is_a_torn_tail_that_repair_cuts(tmp_path,
     assert (report["torn_tail_bytes"], report["bad_crc"]) == (0, 0)
 
 
-def test_a_corrupted_middle_record_is_counted_as_bad_crc_and_skipped_not_cut(tmp_path, writers):
+@pytest.mark.parametrize("scan_records", [4, jn.SCAN_RECORDS])  # 4: the bad records straddle two read steps
+def test_a_corrupted_middle_record_is_counted_as_bad_crc_and_skipped_not_cut(tmp_path, writers, monkeypatch,
+                                                                            scan_records):
+    monkeypatch.setattr(jn, "SCAN_RECORDS", scan_records)
     path = tmp_path / "j"
     write_journal(path, numbered(0, 10), writers)
     size = os.path.getsize(path)
     with open(path, "r+b") as f:
         f.seek(HEADER_SIZE + 3 * REC_SIZE + 26)  # a payload byte of record 3
         f.write(b"X")
-        f.seek(HEADER_SIZE + 5 * REC_SIZE + 4)   # the CRC of record 5
+        f.seek(HEADER_SIZE + 4 * REC_SIZE + 4)   # the CRC of record 4
         f.write(b"\xff")
+        f.seek(HEADER_SIZE + 6 * REC_SIZE)       # the kind of record 6
+        f.write(b"\x07")
 
     got, report = read_journal(path)
-    assert [r.seq for r in got] == [0, 1, 2, 4, 6, 7, 8, 9]
-    assert (report["records"], report["bad_crc"], report["torn_tail_bytes"], report["truncated_to"]) == (8, 2, 0, None)
-    assert repair(path)["bad_crc"] == 2 and os.path.getsize(path) == size
+    assert [r.seq for r in got] == [0, 1, 2, 5, 7, 8, 9]
+    assert (report["records"], report["bad_crc"], report["torn_tail_bytes"], report["truncated_to"]) == (7, 3, 0, None)
+    assert repair(path)["bad_crc"] == 3 and os.path.getsize(path) == size
     hdr, slots = make_ring(8)
     w = writers(path, hdr, slots)
     assert w.repair_report["truncated_to"] is None and os.path.getsize(path) == size
 
 
-def test_a_failed_last_record_counts_as_torn_tail(tmp_path, writers):
+@pytest.mark.parametrize("scan_records", [4, jn.SCAN_RECORDS])
+def test_failed_last_records_count_as_torn_tail(tmp_path, writers, monkeypatch, scan_records):
     # After the last good record a crash and a flipped bit look the same; the crash is the likely one.
+    monkeypatch.setattr(jn, "SCAN_RECORDS", scan_records)
     path = tmp_path / "j"
-    write_journal(path, numbered(0, 4), writers)
+    write_journal(path, numbered(0, 10), writers)
     with open(path, "r+b") as f:
-        f.seek(HEADER_SIZE + 3 * REC_SIZE + 25)  # a payload byte
-        f.write(b"\x01")
+        for i in (2, 7, 8, 9):
+            f.seek(HEADER_SIZE + i * REC_SIZE + 25)  # a payload byte
+            f.write(b"\x01")
+        f.seek(0, os.SEEK_END)
+        f.write(b"\x02" * 40)
     got, report = read_journal(path)
-    assert [r.seq for r in got] == [0, 1, 2]
-    assert (report["bad_crc"], report["torn_tail_bytes"]) == (0, REC_SIZE)
+    assert [r.seq for r in got] == [0, 1, 3, 4, 5, 6]
+    assert (report["bad_crc"], report["torn_tail_bytes"]) == (1, 3 * REC_SIZE + 40)
+    assert report["truncated_to"] == HEADER_SIZE + 7 * REC_SIZE
 
 
 # ---- durability policies and release order ----------------------------------------------------------
