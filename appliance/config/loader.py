@@ -80,9 +80,44 @@ def parse_config(text: str, source: str = "<string>", *, allowed_cpus: set[int] 
     cfg = Config(**{s: cls(**values[s]) for s, cls in SECTION_TYPES.items()})
     allowed = _allowed_cpus() if allowed_cpus is None else set(allowed_cpus)
     problems += _core_problems(cfg, allowed, check_hot="runtime.layout" not in bad)
+    problems += _trading_problems(cfg)
     if problems:
         raise ConfigError(problems, source)
     return cfg
+
+
+def _trading_problems(cfg: Config) -> list[Problem]:
+    """Cross-key checks on the trading path: it needs the live feed, a strategy and symbols the feed books."""
+    problems: list[Problem] = []
+    if cfg.gateway.protocol != "none":
+        if cfg.feed.source != "moldudp64":
+            problems.append(Problem("gateway.protocol", f"{cfg.gateway.protocol!r} needs feed.source = "
+                                    f"\"moldudp64\" (the strategy trades on the live book); got "
+                                    f"{cfg.feed.source!r}"))
+        if cfg.strategy.kind == "none":
+            problems.append(Problem("strategy.kind", "a gateway is configured but no strategy: set "
+                                    "strategy.kind to \"market_maker\" or \"mean_reversion\""))
+    if cfg.strategy.kind != "none":
+        if cfg.gateway.protocol == "none":
+            problems.append(Problem("gateway.protocol", f"strategy {cfg.strategy.kind!r} needs order entry: "
+                                    "set gateway.protocol = \"ouch\""))
+        if not cfg.strategy.symbols:
+            problems.append(Problem("strategy.symbols", "no symbols to trade: list at least one stock"))
+        elif len(cfg.strategy.symbols) > 1024:
+            problems.append(Problem("strategy.symbols", f"{len(cfg.strategy.symbols)} symbols; at most 1024"))
+        missing = [s for s in cfg.strategy.symbols if cfg.feed.symbols and s not in cfg.feed.symbols]
+        if missing:
+            problems.append(Problem("strategy.symbols", f"{', '.join(missing)} not booked: add to feed.symbols "
+                                    "(or leave feed.symbols empty to book every stock)"))
+    if len(cfg.gateway.username) > 6:
+        problems.append(Problem("gateway.username", f"{cfg.gateway.username!r} is longer than SoupBinTCP's "
+                                "6 characters"))
+    if len(cfg.gateway.password) > 10:
+        problems.append(Problem("gateway.password", "longer than SoupBinTCP's 10 characters"))
+    if cfg.gateway.reconnect_max_ms < cfg.gateway.reconnect_min_ms:
+        problems.append(Problem("gateway.reconnect_max_ms", f"{cfg.gateway.reconnect_max_ms} is below "
+                                f"gateway.reconnect_min_ms ({cfg.gateway.reconnect_min_ms})"))
+    return problems
 
 
 def _unknown_key(section: str, name: str) -> str:

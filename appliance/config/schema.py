@@ -216,6 +216,109 @@ class VenueConfig:
 
 
 @dataclass(frozen=True)
+class StrategyConfig:
+    """The strategy on the strategy hot thread: what it trades and its parameters (prices in 1e-4 dollars)."""
+
+    kind: str = key("none", "none: no trading (the runtime's self-test pipeline or feed only); market_maker: "
+                    "quotes both sides around mid or microprice; mean_reversion: takes liquidity when the "
+                    "window's mean strays from its median.", choices=("none", "market_maker", "mean_reversion"))
+    symbols: Symbols = key((), "Stocks the strategy trades (at most 1024); each must be booked by the feed.")
+    fair_value: str = key("mid", "Fair value the quotes centre on.", reloadable=True,
+                          choices=("mid", "microprice"))
+    quote_size: int = key(100, "Shares per quote (market maker) or per order (mean reversion).",
+                          reloadable=True, min=1, max=1_000_000)
+    half_spread: int = key(100, "Minimum distance of each quote from fair value (1e-4 dollars).",
+                           reloadable=True, min=0, max=10_000_000)
+    vol_multiplier: float = key(2.0, "Extra half-spread per unit of short-term volatility (EWMA of |fair "
+                                "value change|).", reloadable=True, min=0.0, max=1000.0)
+    vol_alpha: float = key(0.05, "Weight of the newest fair-value change in the volatility EWMA.",
+                           reloadable=True, min=0.0, max=1.0)
+    skew_per_share: float = key(0.5, "Quotes move against inventory by this much (1e-4 dollars) per share "
+                                "held.", reloadable=True, min=0.0, max=1_000_000.0)
+    max_position: int = key(1000, "The strategy stops adding on a side at this many shares long or short "
+                            "(risk.max_position is the hard limit).", reloadable=True, min=0, max=100_000_000)
+    replace_ticks: int = key(1, "Replace a quote once its target moved at least this many ticks.",
+                             reloadable=True, min=1, max=1_000_000)
+    refresh_us: int = key(200, "Least time between two actions on one side of one symbol.", reloadable=True,
+                          min=0, max=60_000_000)
+    tick_size: int = key(100, "Price increment (1e-4 dollars; 100 = one cent).", reloadable=True, min=1,
+                         max=1_000_000)
+    signal_window: int = key(32, "Mid prices in the mean-reversion window (mean minus median).", min=3, max=64)
+    signal_threshold: float = key(1.0, "Mean reversion trades when |mean - median| exceeds this many ticks.",
+                                  reloadable=True, min=0.0, max=1_000_000.0)
+    signal_weight: float = key(0.0, "Market maker: shift fair value by this times (median - mean).",
+                               reloadable=True, min=-1000.0, max=1000.0)
+
+
+@dataclass(frozen=True)
+class RiskConfig:
+    """Pre-trade risk, enforced by the gateway before anything reaches the wire; and the kill switch."""
+
+    max_order_qty: int = key(1000, "Largest order, in shares.", reloadable=True, min=1, max=100_000_000)
+    max_notional: float = key(1_000_000.0, "Largest order value, in dollars (price x shares).", reloadable=True,
+                              min=0.01, max=1e12)
+    max_position: int = key(2000, "Largest position per symbol, long or short, counting every open order as "
+                            "if it filled.", reloadable=True, min=0, max=1_000_000_000)
+    max_gross_position: int = key(20000, "Largest sum over symbols of |position| plus all open order shares.",
+                                  reloadable=True, min=0, max=1_000_000_000)
+    price_collar_bps: int = key(500, "A buy may not be priced above the best offer (a sell below the best bid) "
+                                "by more than this many basis points.", reloadable=True, min=0, max=100_000)
+    order_rate: int = key(1000, "Orders and replaces per second (token bucket refill); cancels are never "
+                          "limited.", reloadable=True, min=1, max=10_000_000)
+    order_burst: int = key(100, "Token bucket size: orders that may go at once after a quiet spell.",
+                           reloadable=True, min=1, max=10_000_000)
+    max_open_orders: int = key(200, "Open orders across all symbols.", reloadable=True, min=1, max=1_000_000)
+    self_cross_prevention: bool = key(True, "Refuse an order that would trade against one of our own.",
+                                      reloadable=True)
+    kill_on_feed_loss_ms: int = key(2000, "Trip the kill switch when no market data arrived for this long "
+                                    "while trading (0 = never).", reloadable=True, min=0, max=3_600_000)
+    kill_on_session_loss_ms: int = key(2000, "Trip the kill switch when the order session has been down "
+                                       "this long (0 = never).", reloadable=True, min=0, max=3_600_000)
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Order entry out: OUCH 5.0 over SoupBinTCP to the venue."""
+
+    protocol: str = key("none", "none: no order entry; ouch: OUCH 5.0 over SoupBinTCP 4.x from the gateway hot "
+                        "thread.", choices=("none", "ouch"))
+    host: str = key("127.0.0.1", "Venue OUCH address.", format="ip")
+    port: int = key(26400, "Venue OUCH TCP port.", min=1, max=65535)
+    username: str = key("APPL01", "SoupBinTCP username (up to 6 characters).")
+    password: str = key("secret", "SoupBinTCP password (up to 10 characters).")
+    connect_timeout_ms: int = key(2000, "Give up one connection attempt (TCP connect plus login) after this.",
+                                  min=10, max=60000)
+    reconnect_min_ms: int = key(100, "First wait before reconnecting; doubles after each failure.", min=1,
+                                max=60000)
+    reconnect_max_ms: int = key(5000, "Longest wait between reconnect attempts.", min=1, max=600000)
+    heartbeat_ms: int = key(1000, "Send a client heartbeat after this long without sending.", min=50,
+                            max=60000)
+    idle_timeout_ms: int = key(15000, "Declare the session lost after hearing nothing for this long.",
+                               min=100, max=600000)
+    max_orders: int = key(65536, "Orders the gateway's order table holds (by UserRefNum).", min=1024,
+                          max=16777216, power_of_two=True)
+    max_open_per_symbol: int = key(16, "Open orders one symbol may have (bounds the self-cross check's scan).",
+                                   min=1, max=256)
+    cancel_on_stop_timeout_s: float = key(3.0, "On SIGTERM, wait this long for resting orders to be "
+                                          "confirmed canceled before logging out.", min=0.0, max=60.0)
+
+
+@dataclass(frozen=True)
+class JournalConfig:
+    """The order journal: every order sent and every venue message received, for crash recovery."""
+
+    path: str = key("", "Journal file; \"\" = $STATE_DIRECTORY/orders.journal under systemd, else "
+                    "./orders.journal.")
+    fsync: str = key("interval", "none: a process crash loses nothing written, a power loss may lose what "
+                     "the OS had not flushed; interval: a power loss loses at most fsync_interval_ms; always: "
+                     "fsync before each batch is released (slowest, loses nothing).",
+                     choices=("none", "interval", "always"))
+    fsync_interval_ms: int = key(50, "fsync period for fsync = \"interval\".", min=1, max=60000)
+    ring_slots: int = key(4096, "Records (128 bytes each) the hot gateway may queue for the writer.",
+                          min=64, max=1048576, power_of_two=True)
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole validated configuration; `Config()` is all defaults."""
 
@@ -231,6 +334,15 @@ class Config:
     health: HealthConfig = field(default_factory=HealthConfig)
     numba: NumbaConfig = field(default_factory=NumbaConfig)
     venue: VenueConfig = field(default_factory=VenueConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    risk: RiskConfig = field(default_factory=RiskConfig)
+    gateway: GatewayConfig = field(default_factory=GatewayConfig)
+    journal: JournalConfig = field(default_factory=JournalConfig)
+
+    @property
+    def trading(self) -> bool:
+        """True when the strategy trades through the gateway (the real trading path)."""
+        return self.gateway.protocol != "none"
 
     def hot_threads(self) -> tuple[str, ...]:
         """Hot-thread role names, in order, for the configured layout."""

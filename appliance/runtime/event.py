@@ -63,3 +63,20 @@ TRADE_NON_PRINTABLE = 0x100
 
 SIDE_BID = 0
 SIDE_ASK = 1
+
+# Order intents, strategy -> gateway ring (symbol = the strategy's traded-symbol index, t_in = the TSC at
+# which the tick that caused it reached user space, 0 when no tick did):
+#   ref = UserRefNum of the order (NEW, REPLACE: the new one; CANCEL: the one to cancel), side, px, qty;
+#   px2 / qty2 = best bid / best offer the strategy saw (the price collar's reference; 0 = none);
+#   aux = the UserRefNum being replaced (REPLACE); flags = time in force (OUCH byte, 0 = day).
+KIND_NEW = 10
+KIND_REPLACE = 11
+KIND_CANCEL = 12
+# Order updates, gateway -> strategy ring (symbol = traded-symbol index):
+#   ORDER: ref = UserRefNum, flags = order state (OS_* in gateway/orders.py), side, px, qty = leaves,
+#          qty2 = shares filled so far, aux = reject reason (risk R_* or venue reason) or replaced UserRefNum;
+#   FILL: ref = UserRefNum, side, px/qty = execution price and shares, qty2 = leaves, aux = match number;
+#   POSITION: aux = signed position in shares (sent when the gateway resynchronises the strategy).
+KIND_ORDER = 20
+KIND_FILL = 21
+KIND_POSITION = 22

@@ -32,6 +32,7 @@ ROW_WORDS = 16  # 128 bytes
 CTL_STOP = 0
 CTL_TSC_MULT = 16
 CTL_TSC_HZ = 17
+CTL_KILL = 18  # nonzero (the TSC when it was tripped): the kill switch is on; the gateway cancels everything
 CTL_STALL = 24  # + thread index; nonzero: that thread stops advancing its heartbeat (fault injection)
 CTL_WORDS = 32
 
@@ -66,8 +67,16 @@ C_EVENTS_OUT = 1
 C_BACKPRESSURE = 2  # times the agent found its output ring full
 C_SEQUENCE_ERRORS = 3  # events that arrived out of order or with a gap
 
-RINGS = ("feed_to_strategy", "strategy_to_gateway")
-HISTOGRAMS = ("hop_feed_to_strategy", "hop_strategy_to_gateway", "pipeline")
+RINGS = ("feed_to_strategy", "strategy_to_gateway", "gateway_to_strategy")
+# Latency histograms; the trading path's stages, in order: packet in user space -> MoldUDP64 decoded
+# (feed_decode) -> book updated and events published (feed_book) -> ring hop -> strategy decided
+# (strategy_decide) -> ring hop -> risk passed (risk_check) -> send() returned (send_call); tick_to_trade
+# spans the whole of it, order_ack is send() to the venue's answer.
+HISTOGRAMS = ("hop_feed_to_strategy", "hop_strategy_to_gateway", "pipeline", "hop_gateway_to_strategy",
+              "feed_decode", "feed_book", "strategy_decide", "risk_check", "send_call", "tick_to_trade", "order_ack")
+H_HOP_FS, H_HOP_SG, H_PIPELINE, H_HOP_GS, H_FEED_DECODE, H_FEED_BOOK, H_DECIDE, H_RISK, H_SEND, H_T2T, H_ACK = \
+    range(len(HISTOGRAMS))
+JOURNAL_RECORD = 128  # bytes per journal record (see gateway/journal.py)
 
 
 @dataclass(frozen=True)
@@ -109,10 +118,11 @@ class Layout:
         return self.size // HUGE_PAGE
 
 
-def compute_layout(threads: tuple, ring_slots: int) -> Layout:
+def compute_layout(threads: tuple, ring_slots: int, journal_slots: int = 64) -> Layout:
     """Lay out the arena for these hot threads and ring size (a power of two)."""
-    if ring_slots <= 0 or ring_slots & (ring_slots - 1):
-        raise ValueError(f"ring_slots must be a power of two, got {ring_slots}")
+    for n, what in ((ring_slots, "ring_slots"), (journal_slots, "journal_slots")):
+        if n <= 0 or n & (n - 1):
+            raise ValueError(f"{what} must be a power of two, got {n}")
     i8 = np.dtype(np.int64)
     wanted = [
         ("control", i8, (CTL_WORDS,)),
@@ -124,6 +134,8 @@ def compute_layout(threads: tuple, ring_slots: int) -> Layout:
     for ring in RINGS:
         wanted.append((f"ring.{ring}.hdr", i8, (RING_HDR_WORDS,)))
         wanted.append((f"ring.{ring}.slots", EVENT_DTYPE, (ring_slots,)))
+    wanted.append(("journal.hdr", i8, (RING_HDR_WORDS,)))
+    wanted.append(("journal.slots", np.dtype(np.uint8), (journal_slots, JOURNAL_RECORD)))
     wanted.append(("hist", i8, (len(HISTOGRAMS), HIST_WORDS)))
 
     regions, offset = [], 0

@@ -28,12 +28,15 @@ def ring_tail(hdr):
 def ring_free(hdr, capacity):
     """Producer: how many slots may be written now; refreshes the view of the consumer only when needed."""
     tail = load_relaxed(hdr, R_TAIL)
-    free = capacity - (tail - load_relaxed(hdr, R_HEAD_CACHE))
-    if free == 0:
+    cached = load_relaxed(hdr, R_HEAD_CACHE)
+    free = capacity - (tail - cached)
+    # Refresh once the cached view says less than a quarter is free, not only when it says full: a
+    # producer that needs several slots at once would otherwise wait forever on a stale view.
+    if free < (capacity >> 2) or free == 0:
         head = load_acquire(hdr, R_HEAD)
-        free = capacity - (tail - head)
-        if free != 0:  # store only news: a store per spin would dirty the line the consumer polls
+        if head != cached:  # store only news: a store per spin would dirty the line the consumer polls
             store_relaxed(hdr, R_HEAD_CACHE, head)
+            free = capacity - (tail - head)
     return free
 
 
