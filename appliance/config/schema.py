@@ -295,6 +295,9 @@ class GatewayConfig:
                             max=60000)
     idle_timeout_ms: int = key(15000, "Declare the session lost after hearing nothing for this long.",
                                min=100, max=600000)
+    venue_clock_tolerance_ms: int = key(500, "How far the venue's clock may lag ours: an Account Query answer "
+                                        "stamped earlier than our login minus this is an old session's.", min=0,
+                                        max=60000)
     max_orders: int = key(65536, "Orders the gateway's order table holds (by UserRefNum).", min=1024,
                           max=16777216, power_of_two=True)
     max_open_per_symbol: int = key(16, "Open orders one symbol may have (bounds the self-cross check's scan).",

@@ -20,7 +20,8 @@ from ..book import l3
 from ..runtime.atomics import load_relaxed, rdtsc, store_relaxed
 from ..runtime.clock import cycles_to_ns
 from ..runtime.event import EVENT_DTYPE
-from ..runtime.layout import C_BACKPRESSURE, C_EVENTS_OUT
+from ..runtime.histogram import HIST_WORDS, hist_record
+from ..runtime.layout import C_BACKPRESSURE, C_EVENTS_OUT, H_FEED_BOOK, H_FEED_DECODE, HISTOGRAMS
 from ..runtime.net import SOCKADDR_IN_SIZE, is_multicast, sock_recv, sock_sendto, sockaddr_in, udp_receiver
 from ..runtime.ring import ring_available, ring_free, ring_publish, ring_release, ring_tail
 from . import mold_session as ms
@@ -30,10 +31,10 @@ log = logging.getLogger("appliance.feed")
 
 RECV_BATCH = 64  # datagrams read per unit of work before the loop looks at its stop flag again
 
-FeedIO = namedtuple("FeedIO", "fd pkt raddr d_off d_len d_seq scratch words")
+FeedIO = namedtuple("FeedIO", "fd pkt raddr d_off d_len d_seq scratch words hist")
 FeedIO.__doc__ = """The feed thread's I/O arrays: socket fd, datagram buffer, the re-request server's
 sockaddr (all zero: no recovery), delivery arrays, a scratch event array for events the ring had no room
-for, and words (W_*) the control plane reads."""
+for, words (W_*) the control plane reads, and the latency histograms (the arena's, when in the engine)."""
 
 W_LAST_PACKET_TSC = 0  # TSC of the last datagram read
 W_RECV_ERRORS = 1  # recv failures other than "nothing to read"
@@ -108,8 +109,11 @@ def itch_feed_work(io, sess, bk, counters, out_hdr, out_slots, mult):
         io.words[W_LAST_PACKET_TSC] = t_in
         got += 1
         k = ms.mold_on_packet(sess, io.pkt, n, cycles_to_ns(t_in, mult), io.d_off, io.d_len, io.d_seq)
+        t_dec = rdtsc()
+        hist_record(io.hist[H_FEED_DECODE], cycles_to_ns(t_dec - t_in, mult))
         if k:
             published += _apply_delivered(io, sess, bk, k, t_in, out_hdr, out_slots, counters)
+            hist_record(io.hist[H_FEED_BOOK], cycles_to_ns(rdtsc() - t_dec, mult))
         _send_request(io, sess)
     if got == 0 and sess.state[ms.S_EXPECTED] < sess.state[ms.S_HIGH]:
         now = rdtsc()
@@ -157,7 +161,7 @@ def drive_feed(io, sess, bk, counters, out_hdr, out_slots, mult, deadline_tsc):
 class ItchFeed:
     """The cold side of the live feed: socket, MoldUDP64 session, books and the arrays the hot loop uses."""
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, hist=None):
         f, b = cfg.feed, cfg.book
         self.cfg = cfg
         self.sock = udp_receiver(f.address, f.port, interface=f.interface, rcvbuf=f.receive_buffer)
@@ -174,7 +178,8 @@ class ItchFeed:
         d_off, d_len, d_seq = ms.make_delivery(self.sess, MAX_DATAGRAM)
         self.io = FeedIO(fd=self.sock.fileno(), pkt=np.zeros(MAX_DATAGRAM, dtype=np.uint8), raddr=raddr,
                          d_off=d_off, d_len=d_len, d_seq=d_seq, scratch=np.zeros(2, dtype=EVENT_DTYPE),
-                         words=np.zeros(W_WORDS, dtype=np.int64))
+                         words=np.zeros(W_WORDS, dtype=np.int64),
+                         hist=hist if hist is not None else np.zeros((len(HISTOGRAMS), HIST_WORDS), dtype=np.int64))
         self._logged_examples: set = set()
         self._logged_counts: dict = {}
         log.info("feed: MoldUDP64 on %s:%d%s, re-requests to %s, books for %s", self.bound[0], self.bound[1],

@@ -47,7 +47,7 @@ class Engine:
         self.names = cfg.hot_threads()
         self.topology = topology or Topology.read()
         self.placement = plan(cfg.cpu, self.names, self.topology, cfg.runtime.idle)  # may raise PlacementError
-        self.layout = compute_layout(self.names, cfg.runtime.ring_slots)
+        self.layout = compute_layout(self.names, cfg.runtime.ring_slots, cfg.journal.ring_slots)
         self.arena = Arena.allocate(
             self.layout,
             require_hugepages=cfg.memory.require_hugepages,
@@ -70,8 +70,13 @@ class Engine:
         if cfg.feed.source == "moldudp64":
             from ..feed.itch_feed import ItchFeed
 
-            self.feed = ItchFeed(cfg)
-        self.calls = kernel_calls(self.arena, self.feed)
+            self.feed = ItchFeed(cfg, hist=self.arena.view("hist"))
+        self.trading = None
+        if cfg.trading:
+            from ..gateway.trading import Trading
+
+            self.trading = Trading(cfg, self.arena, self.tsc, self.feed)
+        self.calls = kernel_calls(self.arena, self.feed, self.trading)
         self.threads: list = []
         self.compile_seconds = None
         self.started_at = None
@@ -109,12 +114,21 @@ class Engine:
                 self.stop(1.0)
                 raise RuntimeError(f"hot thread {name} could not be placed on core {t.core}: {t.error}")
         self.started_at = time.monotonic()
+        if self.trading is not None:
+            self.trading.start()
 
     def stop(self, timeout: float) -> bool:
-        """Set the stop flag and wait up to `timeout` seconds in all; True if every hot thread ended."""
+        """Set the stop flag and wait up to `timeout` seconds in all; True if every hot thread ended.
+
+        On the trading path resting orders are canceled first (bounded by gateway.cancel_on_stop_timeout_s),
+        and after the hot threads end the journal is flushed and the session logged out."""
+        if self.trading is not None and self.threads:
+            self.trading.cancel_all_and_wait(self.cfg.gateway.cancel_on_stop_timeout_s)
         self.arena.view("control")[CTL_STOP] = 1
         deadline = time.monotonic() + timeout
         ok = all(t.join(max(deadline - time.monotonic(), 0.0)) for t in self.threads)
+        if ok and self.trading is not None:
+            self.trading.close()
         if ok and self.feed is not None:
             self.feed.close()
         return ok

@@ -9,7 +9,9 @@ from numba import njit
 
 from ..feed.itch_feed import itch_feed_work
 from ..feed.synthetic import source_work
+from ..gateway.ouch_gateway import gateway_work
 from ..gateway.sink import sink_work
+from ..strategy.market_maker import strategy_work
 from ..strategy.passthrough import passthrough_work
 from . import libc
 from .atomics import cpu_pause, load_acquire, load_relaxed, rdtsc, store_relaxed
@@ -162,18 +164,91 @@ def run_fused_itch(
     store_relaxed(hb, HB_STATE, THREAD_STOPPED)
 
 
-def kernel_calls(arena, feed=None) -> list:
+@njit(nogil=True, cache=True)
+def run_strategy_trading(ctl, params, hb, tidx, counters, st, gw_w, book_stock, r1_hdr, r1_slots, r3_hdr, r3_slots,
+                         r2_hdr, r2_slots, hist):
+    """Strategy thread (split layout) on the trading path: book events and order updates in, intents out."""
+    store_relaxed(hb, HB_STATE, THREAD_RUNNING)
+    beats = load_relaxed(hb, HB_BEAT)
+    mult = load_relaxed(ctl, CTL_TSC_MULT)
+    while keep_running(ctl, hb, tidx):
+        batch = load_relaxed(params, P_BATCH)
+        work = strategy_work(st, gw_w, book_stock, counters, r1_hdr, r1_slots, r3_hdr, r3_slots, r2_hdr, r2_slots,
+                             hist, mult, batch)
+        beats += 1
+        end_iteration(params, hb, beats, work)
+    store_relaxed(hb, HB_STATE, THREAD_STOPPED)
+
+
+@njit(nogil=True, cache=True)
+def run_gateway_ouch(ctl, params, hb, tidx, counters, gw, lim, r2_hdr, r2_slots, r3_hdr, r3_slots, jr_hdr, jr_slots,
+                     hist):
+    """Gateway thread (split layout): the venue's OUCH messages in, risk-checked intents out."""
+    store_relaxed(hb, HB_STATE, THREAD_RUNNING)
+    beats = load_relaxed(hb, HB_BEAT)
+    mult = load_relaxed(ctl, CTL_TSC_MULT)
+    while keep_running(ctl, hb, tidx):
+        batch = load_relaxed(params, P_BATCH)
+        work = gateway_work(ctl, gw, lim, counters, r2_hdr, r2_slots, r3_hdr, r3_slots, jr_hdr, jr_slots, hist, mult,
+                            batch)
+        beats += 1
+        end_iteration(params, hb, beats, work)
+    store_relaxed(hb, HB_STATE, THREAD_STOPPED)
+
+
+@njit(nogil=True, cache=True)
+def run_fused_trading(
+    ctl, params, hb, tidx,
+    feed_counters, io, sess, bk, strat_counters, st, gw_counters, gw, lim,
+    r1_hdr, r1_slots, r2_hdr, r2_slots, r3_hdr, r3_slots, jr_hdr, jr_slots, hist,
+):  # fmt: skip
+    """The fused hot thread on the trading path: feed, strategy and gateway in turn, run to completion.
+
+    After the feed publishes, the strategy and the gateway run at once, so a tick's order is on the wire
+    before the next datagram is read."""
+    store_relaxed(hb, HB_STATE, THREAD_RUNNING)
+    beats = load_relaxed(hb, HB_BEAT)
+    mult = load_relaxed(ctl, CTL_TSC_MULT)
+    while keep_running(ctl, hb, tidx):
+        batch = load_relaxed(params, P_BATCH)
+        work = itch_feed_work(io, sess, bk, feed_counters, r1_hdr, r1_slots, mult)
+        work += strategy_work(st, gw.w, bk.sym_stock, strat_counters, r1_hdr, r1_slots, r3_hdr, r3_slots, r2_hdr,
+                              r2_slots, hist, mult, batch)
+        work += gateway_work(ctl, gw, lim, gw_counters, r2_hdr, r2_slots, r3_hdr, r3_slots, jr_hdr, jr_slots, hist,
+                             mult, batch)
+        beats += 1
+        end_iteration(params, hb, beats, work)
+    store_relaxed(hb, HB_STATE, THREAD_STOPPED)
+
+
+def kernel_calls(arena, feed=None, trading=None) -> list:
     """(thread name, numba loop, its arguments) for every hot thread of the arena's layout.
 
     `feed` is the live ItchFeed when feed.source = "moldudp64"; without it the feed thread runs the
-    synthetic source.
+    synthetic source. `trading` (the Trading object: strategy and gateway state) puts the strategy and
+    the OUCH gateway on the path instead of the pass-through and the checking sink.
     """
     v = arena.view
     ctl, params, hb, counters, state = v("control"), v("params"), v("heartbeat"), v("counters"), v("state")
     hist = v("hist")
     r1 = (v("ring.feed_to_strategy.hdr"), v("ring.feed_to_strategy.slots"))
     r2 = (v("ring.strategy_to_gateway.hdr"), v("ring.strategy_to_gateway.slots"))
+    r3 = (v("ring.gateway_to_strategy.hdr"), v("ring.gateway_to_strategy.slots"))
+    jr = (v("journal.hdr"), v("journal.slots"))
     threads = arena.layout.threads
+    if trading is not None:
+        io, sess, bk = feed.kernel_args()
+        st, gw, lim = trading.st, trading.gw, trading.limits
+        if threads == ("fused",):
+            args = (ctl, params, hb[0], 0, counters[0], io, sess, bk, counters[1], st, counters[2], gw, lim,
+                    *r1, *r2, *r3, *jr, hist)  # fmt: skip
+            return [("fused", run_fused_trading, args)]
+        return [
+            ("feed", run_itch_feed, (ctl, params, hb[0], 0, counters[0], io, sess, bk, *r1)),
+            ("strategy", run_strategy_trading, (ctl, params, hb[1], 1, counters[1], st, gw.w, bk.sym_stock, *r1, *r3,
+                                                *r2, hist)),
+            ("gateway", run_gateway_ouch, (ctl, params, hb[2], 2, counters[2], gw, lim, *r2, *r3, *jr, hist)),
+        ]
     if feed is not None:
         io, sess, bk = feed.kernel_args()
         if threads == ("fused",):
