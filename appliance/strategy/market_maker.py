@@ -61,6 +61,7 @@ SW_UPDATES = 2
 SW_INTENTS = 3
 SW_FILLS = 4
 SW_REFUSED = 5  # intents the gateway refused
+SW_DIRTY = 6  # symbols marked Q_DIRTY
 SW_WORDS = 16
 
 # q[sym, side * SIDE_WORDS + Q_*]: the working order of one side
@@ -76,6 +77,9 @@ Q_BID = 13
 Q_ASK = 14
 Q_WIN_N = 15  # mids in the window
 Q_WIN_HEAD = 16
+Q_BID_QTY = 17
+Q_ASK_QTY = 18
+Q_DIRTY = 19  # an update settled a side: decide again without waiting for the touch to move
 Q_WORDS = 20
 # f[sym, *]
 F_FAIR = 0
@@ -141,14 +145,14 @@ def _next_urn(st, gw_w):
 
 
 @njit(nogil=True, cache=True)
-def _intent(out, pos, mask, kind, sym, side, urn, px, qty, other, tif, ev_bbo, st):
+def _intent(out, pos, mask, kind, sym, side, urn, px, qty, other, tif, t_in, seq, st):
     o = out[pos & mask]
     o.kind = kind
     o.side = side
     o.flags = tif
     o.symbol = sym
-    o.seq = ev_bbo.seq
-    o.t_in = ev_bbo.t_in
+    o.seq = seq
+    o.t_in = t_in
     o.ref = urn
     o.px = px
     o.qty = qty
@@ -158,7 +162,7 @@ def _intent(out, pos, mask, kind, sym, side, urn, px, qty, other, tif, ev_bbo, s
 
 
 @njit(nogil=True, cache=True)
-def _work_side(st, gw_w, sym, side, target, want, qty, tif, ev, now, out, pos, mask):
+def _work_side(st, gw_w, sym, side, target, want, qty, tif, t_in, seq, now, out, pos, mask):
     """Bring one side's working order to `target` (0 or not `want`: no order); intents written (0 or 1)."""
     b = side * SIDE_WORDS
     q = st.q
@@ -171,7 +175,7 @@ def _work_side(st, gw_w, sym, side, target, want, qty, tif, ev, now, out, pos, m
         if not want or target <= 0 or qty <= 0:
             return 0
         urn = _next_urn(st, gw_w)
-        _intent(out, pos, mask, KIND_NEW, sym, side, urn, target, qty, 0, tif, ev, st)
+        _intent(out, pos, mask, KIND_NEW, sym, side, urn, target, qty, 0, tif, t_in, seq, st)
         q[sym, b + Q_URN] = urn
         q[sym, b + Q_STATE] = SS_PENDING
         q[sym, b + Q_PX] = target
@@ -180,13 +184,13 @@ def _work_side(st, gw_w, sym, side, target, want, qty, tif, ev, now, out, pos, m
         return 1
     # live
     if not want or target <= 0:
-        _intent(out, pos, mask, KIND_CANCEL, sym, side, q[sym, b + Q_URN], q[sym, b + Q_PX], 0, 0, 0, ev, st)
+        _intent(out, pos, mask, KIND_CANCEL, sym, side, q[sym, b + Q_URN], q[sym, b + Q_PX], 0, 0, 0, t_in, seq, st)
         q[sym, b + Q_STATE] = SS_CHANGING
         q[sym, b + Q_LAST] = now
         return 1
     if abs(target - q[sym, b + Q_PX]) >= st.p[P_REPLACE_TICKS] * st.p[P_TICK]:
         urn = _next_urn(st, gw_w)
-        _intent(out, pos, mask, KIND_REPLACE, sym, side, urn, target, qty, q[sym, b + Q_URN], tif, ev, st)
+        _intent(out, pos, mask, KIND_REPLACE, sym, side, urn, target, qty, q[sym, b + Q_URN], tif, t_in, seq, st)
         q[sym, b + Q_PENDING] = urn
         q[sym, b + Q_STATE] = SS_CHANGING
         q[sym, b + Q_LAST] = now
@@ -258,12 +262,15 @@ def _traded_index(st, book_stock, slot):
 
 @njit(nogil=True, cache=True)
 def on_bbo(st, gw_w, sym, ev, now, out, pos, mask):
-    """Decide on one touch change of a traded symbol; intents written at out[pos..] (at most 2)."""
+    """Take one touch change of a traded symbol (fair value, volatility, signal window), then decide;
+    intents written at out[pos..] (at most 2)."""
     p = st.p
     bid = np.int64(ev.px)
     ask = np.int64(ev.px2)
     st.q[sym, Q_BID] = bid
     st.q[sym, Q_ASK] = ask
+    st.q[sym, Q_BID_QTY] = ev.qty
+    st.q[sym, Q_ASK_QTY] = ev.qty2
     if bid <= 0 or ask <= 0 or ask <= bid:
         return 0
     bq = np.float64(ev.qty)
@@ -272,20 +279,7 @@ def on_bbo(st, gw_w, sym, ev, now, out, pos, mask):
         fair = (bid * aq + ask * bq) / (bq + aq)
     else:
         fair = 0.5 * (bid + ask)
-    mid = 0.5 * (bid + ask)
-    _window_push(st, sym, mid)
-    tick = p[P_TICK]
-    pos_shares = st.q[sym, Q_POS]
-    max_pos = p[P_MAX_POS]
-    size = np.int64(p[P_QUOTE_SIZE])
-    if p[P_KIND] == KIND_MEAN_REVERSION:
-        sig = signal(st, sym)
-        w = 0
-        if sig > p[P_THRESHOLD] * tick and pos_shares - size >= -max_pos:  # mean above median: expect a fall
-            w += _work_side(st, gw_w, sym, go.SIDE_SELL, bid, True, size, TIF_IOC, ev, now, out, pos, mask)
-        elif sig < -p[P_THRESHOLD] * tick and pos_shares + size <= max_pos:
-            w += _work_side(st, gw_w, sym, go.SIDE_BUY, ask, True, size, TIF_IOC, ev, now, out, pos, mask)
-        return w
+    _window_push(st, sym, 0.5 * (bid + ask))
     if p[P_SIGNAL_WEIGHT] != 0.0:
         fair -= p[P_SIGNAL_WEIGHT] * signal(st, sym)
     last = st.f[sym, F_FAIR]
@@ -293,6 +287,31 @@ def on_bbo(st, gw_w, sym, ev, now, out, pos, mask):
         a = p[P_VOL_ALPHA]
         st.f[sym, F_VOL] = (1.0 - a) * st.f[sym, F_VOL] + a * abs(fair - last)
     st.f[sym, F_FAIR] = fair
+    return decide(st, gw_w, sym, now, out, pos, mask, ev.t_in, ev.seq)
+
+
+@njit(nogil=True, cache=True)
+def decide(st, gw_w, sym, now, out, pos, mask, t_in, seq):
+    """Bring both sides' working orders to where the last touch says they belong; intents written (at most 2).
+    Runs on each touch change, and again when an order update settles a side (a quiet market may not move
+    again for a long time)."""
+    p = st.p
+    bid = st.q[sym, Q_BID]
+    ask = st.q[sym, Q_ASK]
+    if bid <= 0 or ask <= 0 or ask <= bid:
+        return 0
+    tick = p[P_TICK]
+    pos_shares = st.q[sym, Q_POS]
+    max_pos = p[P_MAX_POS]
+    size = np.int64(p[P_QUOTE_SIZE])
+    if p[P_KIND] == KIND_MEAN_REVERSION:
+        sig = signal(st, sym)
+        if sig > p[P_THRESHOLD] * tick and pos_shares - size >= -max_pos:  # mean above median: expect a fall
+            return _work_side(st, gw_w, sym, go.SIDE_SELL, bid, True, size, TIF_IOC, t_in, seq, now, out, pos, mask)
+        if sig < -p[P_THRESHOLD] * tick and pos_shares + size <= max_pos:
+            return _work_side(st, gw_w, sym, go.SIDE_BUY, ask, True, size, TIF_IOC, t_in, seq, now, out, pos, mask)
+        return 0
+    fair = st.f[sym, F_FAIR]
     half = p[P_HALF_SPREAD] + p[P_VOL_MULT] * st.f[sym, F_VOL]
     skew = p[P_SKEW] * pos_shares
     tb = np.int64(np.floor((fair - half - skew) / tick) * tick)
@@ -302,10 +321,10 @@ def on_bbo(st, gw_w, sym, ev, now, out, pos, mask):
         tb = ask - t  # never cross the touch: quotes rest
     if ta < bid + t:
         ta = bid + t
-    w = _work_side(st, gw_w, sym, go.SIDE_BUY, tb, pos_shares + size <= max_pos, size, TIF_DAY, ev, now, out, pos,
-                   mask)
-    w += _work_side(st, gw_w, sym, go.SIDE_SELL, ta, pos_shares - size >= -max_pos, size, TIF_DAY, ev, now, out,
-                    pos + w, mask)
+    w = _work_side(st, gw_w, sym, go.SIDE_BUY, tb, pos_shares + size <= max_pos, size, TIF_DAY, t_in, seq, now, out,
+                   pos, mask)
+    w += _work_side(st, gw_w, sym, go.SIDE_SELL, ta, pos_shares - size >= -max_pos, size, TIF_DAY, t_in, seq, now,
+                    out, pos + w, mask)
     return w
 
 
@@ -328,9 +347,15 @@ def on_update(st, ev, out, pos, mask):
         return 0
     if ev.kind == KIND_POSITION:
         q[sym, Q_POS] = ev.aux
+        if q[sym, Q_DIRTY] == 0:
+            q[sym, Q_DIRTY] = 1
+            st.w[SW_DIRTY] += 1
         return 0
     b = ev.side * SIDE_WORDS
     urn = ev.ref
+    if q[sym, Q_DIRTY] == 0:
+        q[sym, Q_DIRTY] = 1
+        st.w[SW_DIRTY] += 1
     mine = urn == q[sym, b + Q_URN] and urn != 0
     pending = urn == q[sym, b + Q_PENDING] and urn != 0
     if ev.kind == KIND_FILL:
@@ -428,6 +453,14 @@ def strategy_work(st, gw_w, book_stock, counters, in_hdr, in_slots, up_hdr, up_s
         ring_release(up_hdr, n)
         st.w[SW_UPDATES] += n
         handled += n
+    if st.w[SW_DIRTY] > 0:
+        for sym in range(st.q.shape[0]):
+            if st.q[sym, Q_DIRTY] != 0:
+                if free - written < 2:
+                    break
+                st.q[sym, Q_DIRTY] = 0
+                st.w[SW_DIRTY] -= 1
+                written += decide(st, gw_w, sym, now, out_slots, opos + written, out_mask, 0, 0)
     n = ring_available(in_hdr)
     if n > 0:
         if n > batch:
