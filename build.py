@@ -28,7 +28,7 @@ def run(cmd, **kw) -> int:
     return subprocess.call([str(c) for c in cmd], cwd=ROOT, **kw)
 
 
-def setup() -> None:
+def setup(extras: str = "test") -> None:
     """Create .venv if missing and (re)install the project and its pinned dependencies when pyproject changed."""
     if sys.version_info < (3, 11):
         sys.exit(f"build.py: Python >= 3.11 is required, this is {sys.version.split()[0]}")
@@ -37,13 +37,15 @@ def setup() -> None:
         if run([sys.executable, "-m", "venv", VENV]) != 0:
             sys.exit("build.py: could not create the virtual environment (on Debian: apt-get install python3-venv)")
     want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    if STAMP.exists() and STAMP.read_text() == want:
+    have = STAMP.read_text().split() if STAMP.exists() else []
+    if have[:1] == [want] and set(extras.split(",")) <= set(have[1:]):
         return
+    extras = ",".join(sorted(set(extras.split(",")) | (set(have[1:]) if have[:1] == [want] else set())))
     log("installing the project and its pinned dependencies into .venv")
     pip = [PY, "-m", "pip", "--disable-pip-version-check", "-q"]
-    if run(pip + ["install", "-e", f"{ROOT}[test]"]) != 0:
+    if run(pip + ["install", "-e", f"{ROOT}[{extras}]"]) != 0:
         sys.exit("build.py: pip install failed (see above)")
-    STAMP.write_text(want)
+    STAMP.write_text(" ".join([want, *extras.split(",")]))
 
 
 def env() -> dict:
@@ -61,7 +63,7 @@ def main(argv) -> int:
     if cmd not in ("setup", "demo", "test", "bench"):
         print(__doc__, file=sys.stderr)
         return 2
-    setup()
+    setup("test,bench" if cmd == "bench" else "test")  # the benchmarks also need their peers (Ray)
     if cmd == "setup":
         return 0
     if cmd == "demo":
@@ -69,10 +71,11 @@ def main(argv) -> int:
     if cmd == "test":
         return run([PY, "-m", "pytest", *rest], env=env())
     if not rest:
-        names = sorted(p.stem for p in (ROOT / "bench").glob("*.py") if not p.stem.startswith("_"))
+        names = sorted(p.stem.replace("_", "-") for p in (ROOT / "bench").glob("*.py") if not p.stem.startswith("_")
+                       and p.stem != "ray_design")
         print(f"usage: python3 build.py bench NAME   (NAME: {', '.join(names)})", file=sys.stderr)
         return 2
-    script = ROOT / "bench" / f"{rest[0]}.py"
+    script = ROOT / "bench" / f"{rest[0].replace('-', '_')}.py"
     if not script.exists():
         print(f"build.py: no benchmark {rest[0]!r} (looked for {script})", file=sys.stderr)
         return 2

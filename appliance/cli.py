@@ -15,7 +15,7 @@ EPILOG = """\
 examples:
   appliance config check config/appliance.toml   validate a config and print the effective one
   appliance run --config /etc/appliance/appliance.toml
-  appliance demo --seconds 10                    synthetic events through both layouts, with a report
+  appliance demo --seconds 20                    trade against the built-in venue in both layouts, with a report
   curl -s localhost:9100/metrics                 Prometheus metrics of a running process
 
 exit status: 0 ok; 1 runtime failure; 2 bad config or usage; 3 the host cannot satisfy the config
@@ -63,6 +63,10 @@ def cmd_demo(args) -> int:
     from .demo import demo
 
     layouts = ("split", "fused") if args.layout == "both" else (args.layout,)
+    if cfg.trading:
+        from .demo import trading_demo
+
+        return trading_demo(cfg, args.seconds, layouts, args.json, None if args.png == "" else args.png)
     return demo(cfg, args.seconds, layouts, args.json)
 
 
@@ -120,11 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-c", "--config", metavar="FILE", help=f"TOML config (default: ${ENV_CONFIG}, else built-in defaults)")
     r.set_defaults(func=cmd_run)
 
-    d = sub.add_parser("demo", help="run synthetic events through the split and fused layouts and print a report",
-                       description="Run the runtime on synthetic events (source -> pass-through -> sink) in each "
-                       "layout and report throughput and per-hop and end-to-end latency percentiles.")
+    d = sub.add_parser("demo", help="trade against the built-in venue in the split and fused layouts and print a report",
+                       description="Start the built-in venue and the appliance on loopback and let the market maker "
+                       "trade (ITCH/MoldUDP64 in, OUCH/SoupBinTCP out) in each layout; report messages, orders, fills, "
+                       "position, P&L, risk rejects and tick-to-trade percentiles, and write a latency plot (PNG). "
+                       "A config without a gateway runs the runtime self-test on synthetic events instead.")
     d.add_argument("-c", "--config", metavar="FILE", help="TOML config (default: config/demo.toml)")
-    d.add_argument("--seconds", type=float, default=5.0, help="seconds per layout (default 5)")
+    d.add_argument("--seconds", type=float, default=20.0,
+                   help="trading seconds, shared between the layouts (default 20); synthetic: per layout")
+    d.add_argument("--png", metavar="FILE", default="demo-latency.png",
+                   help="where the latency plot goes (default demo-latency.png; \"\" for none)")
     d.add_argument("--layout", choices=("split", "fused", "both"), default="both", help="which layouts (default both)")
     d.add_argument("--json", action="store_true", help="print the report as one JSON object")
     d.set_defaults(func=cmd_demo)

@@ -80,3 +80,151 @@ def demo(cfg, seconds: float, layouts: tuple, as_json: bool) -> int:
         print_report(report)
     ok = all(r["stopped_cleanly"] and r["sequence_errors"] == 0 and r["events"] > 0 for r in report["layouts"])
     return 0 if ok else 1
+
+
+# ---- the trading demo: the venue and the appliance on loopback ------------------------------------
+
+PERCENTILES = (50, 90, 99, 99.9, 99.99)
+STAGE_LABELS = (("feed_decode", "feed decode"), ("feed_book", "book update"), ("strategy_decide", "strategy"),
+                ("risk_check", "risk check"), ("send_call", "send()"), ("tick_to_trade", "tick-to-trade"),
+                ("order_ack", "order ack"))
+
+
+def _free_port(kind) -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wired(cfg, layout: str, workdir: str):
+    """The demo's config with fresh loopback ports shared by the venue and the appliance, and its own files."""
+    import os
+    import socket
+
+    feed, retrans, ouch = _free_port(socket.SOCK_DGRAM), _free_port(socket.SOCK_DGRAM), _free_port(socket.SOCK_STREAM)
+    r = dataclasses.replace
+    return r(cfg,
+             runtime=r(cfg.runtime, layout=layout),
+             feed=r(cfg.feed, address="127.0.0.1", port=feed, retransmit_host="127.0.0.1", retransmit_port=retrans),
+             gateway=r(cfg.gateway, host="127.0.0.1", port=ouch),
+             journal=r(cfg.journal, path=os.path.join(workdir, f"orders-{layout}.journal")),
+             venue=r(cfg.venue, feed_address="127.0.0.1", feed_port=feed, retransmit_host="127.0.0.1",
+                     retransmit_port=retrans, ouch_host="127.0.0.1", ouch_port=ouch, fix_port=0,
+                     state_dir=os.path.join(workdir, f"venue-{layout}")))
+
+
+def run_trading_layout(cfg, seconds: float) -> dict:
+    """Start a fresh venue and the appliance in one layout, trade for `seconds`, stop both; what happened."""
+    from .runtime.engine import Engine
+    from .venue.server import Venue
+
+    engine = Engine(cfg)
+    compile_s = engine.compile()  # before the venue starts, so the feed is there from its first packet
+    venue = Venue(cfg.venue).start()
+    try:
+        engine.start()
+        logged_in = engine.trading.wait_logged_in(30)
+        before = engine.histograms()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < seconds and all(t.alive for t in engine.threads):
+            time.sleep(0.05)
+        after = engine.histograms()
+        elapsed = time.monotonic() - t0
+        status = engine.trading.status()
+        feed = engine.feed.stats()
+        placement = {t["thread"]: {"core": t["core"], "verified": t["verified"]} for t in engine.thread_report()}
+        kill_t0 = time.monotonic()
+        stopped = engine.stop(cfg.runtime.stop_timeout_s)
+        stop_s = time.monotonic() - kill_t0
+        record = venue.account_record()
+    finally:
+        venue.stop()
+    hist = {name: after[name] - before[name] for name in after}
+    t2t = hist["tick_to_trade"]
+    final = engine.trading.status()
+    agree = {s: p for s, p in final["positions"].items() if p} == {s: p for s, p in record["positions"].items() if p}
+    return {
+        "layout": cfg.runtime.layout, "idle": cfg.runtime.idle, "seconds": round(elapsed, 2),
+        "compile_seconds": round(compile_s, 2), "logged_in": logged_in, "placement": placement,
+        "placement_problems": list(engine.placement.problems),
+        "market_data": {"messages": feed["mold"]["messages"], "packets": feed["mold"]["packets"],
+                        "gaps": feed["mold"]["gaps"], "recovered": feed["mold"]["recovered"],
+                        "bbo_events": feed["book"]["bbo_events"]},
+        "orders": status["orders"], "risk_rejects": {k: v for k, v in status["risk_rejects"].items() if v},
+        "positions": final["positions"], "pnl": final["pnl"], "strategy": status["strategy"],
+        "tick_to_trade_ns": {f"p{p:g}": t2t.percentile(p) if t2t.count else None for p in PERCENTILES}
+        | {"count": t2t.count, "max": t2t.max_ns if t2t.count else None},
+        "stages_ns": {label: {"p50": hist[name].percentile(50) if hist[name].count else None,
+                              "p99": hist[name].percentile(99) if hist[name].count else None}
+                      for name, label in STAGE_LABELS},
+        "shutdown": {"stopped_cleanly": stopped, "seconds": round(stop_s, 3), "kill_switch": final["kill_switch"]["last"],
+                     "open_at_venue_after": len(record["open_orders"])},
+        "venue_agrees": agree and not record["open_orders"] and record["duplicate_user_refs"] == 0,
+    }
+
+
+def print_trading_report(report: dict, out=sys.stdout) -> None:
+    w = out.write
+    w(f"\nappliance demo: market maker on {', '.join(report['symbols'])} against the built-in venue on loopback "
+      f"({report['venue_rate']:,} participant ops/s)\n")
+    for r in report["layouts"]:
+        md, o = r["market_data"], r["orders"]
+        w(f"\n== layout {r['layout']} (idle {r['idle']}), traded {r['seconds']} s, kernels ready in "
+          f"{r['compile_seconds']} s\n")
+        placed = ", ".join(f"{t}->core {p['core']}" for t, p in r["placement"].items())
+        w(f"   placement: {placed}\n")
+        for p in r["placement_problems"]:
+            w(f"   note: {p}\n")
+        w(f"   market data: {md['messages']:,} ITCH messages in {md['packets']:,} packets, {md['bbo_events']:,} "
+          f"touch changes, {md['gaps']} gaps ({md['recovered']} messages recovered)\n")
+        w(f"   orders: {o['sent']:,} new, {o['replaces']:,} replaces, {o['cancels']:,} cancels; {o['accepted']:,} "
+          f"accepted, {o['fills']:,} fills ({o['filled_shares']:,} shares), {o['venue_rejects']} rejected by the venue\n")
+        rej = ", ".join(f"{k} {v}" for k, v in r["risk_rejects"].items()) or "none"
+        w(f"   refused by risk: {rej}\n")
+        pos = ", ".join(f"{s} {p:+,}" for s, p in r["positions"].items())
+        w(f"   position: {pos}; P&L ${r['pnl']['total']:,.2f} (cash + position at mid)\n")
+        t = r["tick_to_trade_ns"]
+        w(f"   tick-to-trade ({t['count']:,} orders):  " + "  ".join(
+            f"p{p:g} {_fmt(t[f'p{p:g}'])}" for p in (50, 90, 99, 99.9)) + f"  max {_fmt(t['max'])}\n")
+        w("   stages (p50 / p99): " + ", ".join(f"{k} {_fmt(v['p50'])} / {_fmt(v['p99'])}"
+                                              for k, v in r["stages_ns"].items() if k != "tick-to-trade") + "\n")
+        s = r["shutdown"]
+        k = s["kill_switch"] or {}
+        w(f"   clean stop: {s['seconds']} s, {k.get('cancels', 0)} cancels (last sent "
+          f"{k.get('trigger_to_last_cancel_sent_us', '-')} us after the trigger), {s['open_at_venue_after']} orders "
+          f"left at the venue; venue's record agrees: {'yes' if r['venue_agrees'] else 'NO'}\n")
+    if report.get("png"):
+        w(f"\nlatency plot: {report['png']}\n")
+    w("\nOn a shared VM the medians mean something; the tails mostly measure the host.\n")
+
+
+def trading_demo(cfg, seconds: float, layouts: tuple, as_json: bool, png: str | None) -> int:
+    """`appliance demo` on the trading path: each layout trades against its own fresh venue for an equal share
+    of `seconds`; prints the report and writes the latency plot."""
+    import os
+    import tempfile
+
+    from .control.plot import latency_png
+
+    per_layout = seconds / len(layouts)
+    report = {"symbols": list(cfg.strategy.symbols), "venue_rate": cfg.venue.rate, "layouts": []}
+    with tempfile.TemporaryDirectory(prefix="appliance-demo-") as work:
+        for layout in layouts:
+            log.info("trading in the %s layout for %.1f s", layout, per_layout)
+            report["layouts"].append(run_trading_layout(_wired(cfg, layout, work), per_layout))
+    if png:
+        curves = {r["layout"]: [(p, r["tick_to_trade_ns"][f"p{p:g}"]) for p in PERCENTILES] for r in report["layouts"]}
+        last = report["layouts"][-1]
+        stages = {k: v for k, v in last["stages_ns"].items()}
+        latency_png(png, f"tick-to-trade: ITCH packet in user space -> OUCH send() returned "
+                         f"(stages: {last['layout']} layout)", curves, stages)
+        report["png"] = os.path.abspath(png)
+    if as_json:
+        print(json.dumps(report))
+    else:
+        print_trading_report(report)
+    ok = all(r["logged_in"] and r["shutdown"]["stopped_cleanly"] and r["orders"]["sent"] > 0 and r["venue_agrees"]
+             for r in report["layouts"])
+    return 0 if ok else 1

@@ -13,6 +13,8 @@ from ..runtime.arena import MODES
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 HOP_RINGS = {"hop_feed_to_strategy": "feed_to_strategy", "hop_strategy_to_gateway": "strategy_to_gateway"}
 STATES = ("starting", "running", "stalled", "stopped")
+STAGES = {"feed_decode": "feed_decode", "feed_book": "book_update", "strategy_decide": "strategy_decide",
+          "risk_check": "risk_check", "send_call": "send"}
 
 
 class ApplianceCollector:
@@ -103,8 +105,26 @@ class ApplianceCollector:
         s = snaps["pipeline"]
         pipe.add_metric([], s.prometheus_buckets(), s.sum_ns / 1e9)
         yield pipe
+        stages = HistogramMetricFamily(
+            "appliance_stage_latency_seconds", "Time spent in each stage of the trading path (per packet, event or "
+            "order).", labels=["stage"])
+        for name, stage in STAGES.items():
+            s = snaps[name]
+            stages.add_metric([stage], s.prometheus_buckets(), s.sum_ns / 1e9)
+        yield stages
+        for name, metric, doc in (
+            ("tick_to_trade", "appliance_tick_to_trade_latency_seconds",
+             "From an ITCH packet's arrival in user space to send() returning for the order it caused."),
+            ("order_ack", "appliance_order_ack_latency_seconds", "From send() of an order to the venue's Accepted."),
+        ):
+            h = HistogramMetricFamily(metric, doc)
+            s = snaps[name]
+            h.add_metric([], s.prometheus_buckets(), s.sum_ns / 1e9)
+            yield h
         if eng.feed is not None:
             yield from feed_metrics(eng.feed.stats())
+        if eng.trading is not None:
+            yield from trading_metrics(eng.trading.status())
 
 
 # MoldUDP64 session counters exported one metric each: (counter, metric suffix, help).
@@ -152,6 +172,42 @@ def feed_metrics(st: dict):
     yield GaugeMetricFamily("appliance_feed_loss", "1 once messages were declared unrecoverable.", value=int(st["loss"]))
     yield GaugeMetricFamily("appliance_feed_halted", "1 when the feed halted on an unrecoverable gap.",
                             value=int(st["halted"]))
+
+
+_ORDER_EVENTS = (("sent", "sent"), ("replaces", "replace_sent"), ("cancels", "cancel_sent"),
+                 ("accepted", "accepted"), ("fills", "filled"), ("canceled", "canceled"),
+                 ("venue_rejects", "rejected_by_venue"), ("lost_in_disconnect", "lost_in_disconnect"))
+
+
+def trading_metrics(st: dict):
+    """Metric families of the trading path: orders, risk rejects by reason, positions, P&L, session, kill switch."""
+    orders = CounterMetricFamily("appliance_orders", "Order messages and venue answers, by event.", labels=["event"])
+    for key, event in _ORDER_EVENTS:
+        orders.add_metric([event], st["orders"][key])
+    yield orders
+    yield GaugeMetricFamily("appliance_open_orders", "Orders open at the venue (as the gateway knows them).",
+                            value=st["orders"]["open"])
+    rej = CounterMetricFamily("appliance_risk_rejects", "Orders refused before the wire, by reason.", labels=["reason"])
+    for reason, n in st["risk_rejects"].items():
+        rej.add_metric([reason], n)
+    yield rej
+    pos = GaugeMetricFamily("appliance_position_shares", "Signed position per symbol.", labels=["symbol"])
+    pnl = GaugeMetricFamily("appliance_pnl_dollars", "Cash plus position marked at mid, per symbol.", labels=["symbol"])
+    for sym, shares in st["positions"].items():
+        pos.add_metric([sym], shares)
+        pnl.add_metric([sym], st["pnl"]["by_symbol"][sym])
+    yield pos
+    yield pnl
+    sess = st["session"]
+    yield GaugeMetricFamily("appliance_session_up", "1 while the order session is logged in and reconciled.",
+                            value=int(sess["up"] and sess["reconciled"]))
+    yield CounterMetricFamily("appliance_session_logins", "Logins to the venue (reconnects included).",
+                              value=sess["logins"])
+    yield CounterMetricFamily("appliance_session_losses", "Times the order session was lost.", value=sess["links_lost"])
+    yield GaugeMetricFamily("appliance_kill_switch", "1 while the kill switch is on.", value=int(st["kill_switch"]["on"]))
+    j = st["journal"]
+    yield CounterMetricFamily("appliance_journal_records", "Records appended to the order journal.",
+                              value=j["records_written"])
 
 
 def make_registry(state) -> CollectorRegistry:

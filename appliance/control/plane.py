@@ -94,6 +94,8 @@ class ProcessState:
                 "rings": eng.rings(),
                 "latency_ns": {name: s.summary() for name, s in eng.histograms().items()},
             })
+            if eng.trading is not None:
+                out["trading"] = eng.trading.status()
         return out
 
 
@@ -139,6 +141,8 @@ class ControlPlane:
             self.server.route("GET", path, handler)
         self.server.route("POST", "/admin/reload", self.admin_reload)
         self.server.route("POST", "/admin/stall", self.admin_stall)
+        self.server.route("POST", "/admin/kill", self.admin_kill)
+        self.server.route("POST", "/admin/resume", self.admin_resume)
 
     # --- HTTP handlers ---------------------------------------------------------------------------
 
@@ -188,6 +192,34 @@ class ControlPlane:
         log.warning("fault injection: hot thread %s %s", name, "stalled" if on else "released")
         return Response.json({"thread": name, "stalled": on})
 
+    async def admin_kill(self, req):
+        """Trip the kill switch: block new orders and cancel every resting one."""
+        denied = self._authorized(req)
+        if denied:
+            return denied
+        trading = self.state.engine.trading if self.state.engine else None
+        if trading is None:
+            return Response(409, "no trading path configured (gateway.protocol = \"none\")\n")
+        tripped = trading.kill("admin")
+        return Response.json({"kill_switch": True, "tripped_now": tripped, "open_orders": trading.open_orders})
+
+    async def admin_resume(self, req):
+        """Release the kill switch."""
+        denied = self._authorized(req)
+        if denied:
+            return denied
+        trading = self.state.engine.trading if self.state.engine else None
+        if trading is None:
+            return Response(409, "no trading path configured (gateway.protocol = \"none\")\n")
+        return Response.json({"kill_switch": False, "released_now": trading.resume()})
+
+    def _on_kill_signal(self):
+        trading = self.state.engine.trading if self.state.engine else None
+        if trading is None:
+            log.warning("SIGUSR1 (kill switch) received, but no trading path is configured")
+            return
+        trading.kill("signal")
+
     # --- reload ------------------------------------------------------------------------------
 
     def reload(self) -> dict:
@@ -210,6 +242,8 @@ class ControlPlane:
         st.monitor.timeout_s = st.cfg.health.heartbeat_timeout_ms / 1000
         if st.engine is not None:
             st.engine.apply_params(st.cfg)
+            if st.engine.trading is not None:
+                st.engine.trading.apply_config(st.cfg)
         st.reloads_ok += 1
         log.info(
             "config reloaded from %s: applied %s; changed but need a restart: %s",
@@ -229,6 +263,8 @@ class ControlPlane:
             st = self.state
             if st.engine is not None and st.engine.threads:
                 st.monitor.observe(st.engine.beats())
+                if st.engine.trading is not None and not st.stopping:
+                    st.engine.trading.poll()
                 ok, reasons = st.healthy()
                 now = time.monotonic()
                 if interval and ok and now - last_ping >= interval:
@@ -271,6 +307,7 @@ class ControlPlane:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_stop, sig)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGUSR1, self._on_kill_signal)
         host, port = await self.server.start(cfg.control.host, cfg.control.port)
         st.address = f"{host}:{port}"
         log.info("control plane listening on http://%s (metrics, healthz, readyz, status)", st.address)

@@ -95,11 +95,14 @@ def _publish(out_hdr, out_slots, pos, n, mask):
 
 
 @njit(nogil=True, cache=True)
-def itch_feed_work(io, sess, bk, counters, out_hdr, out_slots, mult):
-    """One unit of work: read and apply up to RECV_BATCH datagrams, send a due re-request; returns datagrams read."""
+def itch_feed_work(io, sess, bk, counters, out_hdr, out_slots, mult, max_packets):
+    """One unit of work: read and apply up to max_packets datagrams, send a due re-request; returns datagrams read.
+
+    The split layout's feed thread reads RECV_BATCH at a time; the fused thread reads one, so the strategy and
+    the gateway act on a packet before the next is read (run to completion)."""
     got = 0
     published = 0
-    for _ in range(RECV_BATCH):
+    for _ in range(max_packets):
         n = sock_recv(io.fd, io.pkt, 0, io.pkt.shape[0])
         if n < 0:
             if n != -11:  # -EAGAIN: nothing to read
@@ -147,7 +150,7 @@ def drive_feed(io, sess, bk, counters, out_hdr, out_slots, mult, deadline_tsc):
     """
     first = np.int64(0)
     while True:
-        got = itch_feed_work(io, sess, bk, counters, out_hdr, out_slots, mult)
+        got = itch_feed_work(io, sess, bk, counters, out_hdr, out_slots, mult, RECV_BATCH)
         if got and first == 0:
             first = io.words[W_LAST_PACKET_TSC]
         n = ring_available(out_hdr)

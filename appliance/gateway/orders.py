@@ -140,7 +140,7 @@ def make_gateway_state(symbols, max_orders: int = 65536, max_open_per_symbol: in
 
 # ---- the order table ----------------------------------------------------------------------------
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True, inline="always", _nrt=False)
 def slot_of(gw, urn):
     """Table index of an order, or -1 when the table does not hold it."""
     i = urn & (gw.o_urn.shape[0] - 1)
@@ -149,20 +149,20 @@ def slot_of(gw, urn):
     return -1
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True, inline="always", _nrt=False)
 def is_open(state):
     return state == OS_PENDING_NEW or state == OS_NEW or state == OS_PARTIAL or state == OS_PENDING_CANCEL \
         or state == OS_PENDING_REPLACE
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True, inline="always", _nrt=False)
 def slot_free(gw, urn):
     """True when the table slot for urn may take a new order (its previous order, if any, is finished)."""
     i = urn & (gw.o_urn.shape[0] - 1)
     return not is_open(gw.o_state[i])
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def _open_add(gw, i):
     s = gw.o_sym[i]
     k = gw.sym_nopen[s]
@@ -172,7 +172,7 @@ def _open_add(gw, i):
     _exposure(gw, i, gw.o_leaves[i])
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def _open_remove(gw, i):
     s = gw.o_sym[i]
     urn = gw.o_urn[i]
@@ -187,7 +187,7 @@ def _open_remove(gw, i):
     _exposure(gw, i, -gw.o_leaves[i])
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True, inline="always", _nrt=False)
 def _exposure(gw, i, shares):
     if gw.o_side[i] == SIDE_BUY:
         gw.open_buy[gw.o_sym[i]] += shares
@@ -196,7 +196,7 @@ def _exposure(gw, i, shares):
     gw.w[W_OPEN_QTY] += shares
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def open_order(gw, urn, sym, side, px, qty, other, now):
     """Enter a new order (PENDING_NEW) in the table and the open-order lists; its table index."""
     i = urn & (gw.o_urn.shape[0] - 1)
@@ -218,7 +218,7 @@ def open_order(gw, urn, sym, side, px, qty, other, now):
     return i
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def close_order(gw, i, state, reason):
     """Finish an open order: leaves go to zero, it leaves the open lists."""
     if is_open(gw.o_state[i]):
@@ -228,14 +228,14 @@ def close_order(gw, i, state, reason):
     gw.o_reason[i] = reason
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def set_leaves(gw, i, leaves):
     if is_open(gw.o_state[i]):
         _exposure(gw, i, leaves - gw.o_leaves[i])
     gw.o_leaves[i] = leaves
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def symbol_index(gw, stock):
     """Traded-symbol index of an alpha8 stock, or -1."""
     for s in range(gw.sym_stock.shape[0]):
@@ -246,7 +246,7 @@ def symbol_index(gw, stock):
 
 # ---- updates to the strategy ---------------------------------------------------------------------
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def emit(gw, out, pos, mask, kind, i, px, qty, qty2, aux):
     """Write one ORDER / FILL update about order table index i at out[pos & mask]."""
     ev = out[pos & mask]
@@ -264,7 +264,7 @@ def emit(gw, out, pos, mask, kind, i, px, qty, qty2, aux):
     ev.aux = aux
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def emit_order(gw, out, pos, mask, i):
     emit(gw, out, pos, mask, KIND_ORDER, i, gw.o_px[i], gw.o_leaves[i], gw.o_cum[i],
          gw.o_reason[i] if gw.o_state[i] == OS_REJECTED else gw.o_other[i])
@@ -272,7 +272,7 @@ def emit_order(gw, out, pos, mask, i):
 
 # ---- what the venue says -------------------------------------------------------------------------
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def _fill(gw, i, qty, px):
     s = gw.o_sym[i]
     old = gw.pos[s]
@@ -288,7 +288,7 @@ def _fill(gw, i, qty, px):
     gw.w[W_VOLUME] += qty
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def _adopt(gw, d, now):
     """An Accepted / Replaced for an order this gateway has no record of (sent but not journaled before a
     crash): take the venue's word for it. Table index, or -1 for a symbol this gateway does not trade."""
@@ -300,7 +300,7 @@ def _adopt(gw, d, now):
     return open_order(gw, d[oc.V_USER_REF], s, side, d[oc.V_PRICE], d[oc.V_QUANTITY], 0, now)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def apply_venue_message(gw, buf, off, n, out, pos, mask, publish, now):
     """Apply one sequenced OUCH message from the venue; returns the updates written at out[pos..] (only
     when publish, else 0). Unknown or undecodable messages are counted and skipped."""
@@ -416,7 +416,7 @@ def apply_venue_message(gw, buf, off, n, out, pos, mask, publish, now):
     return w
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def _revive(gw, i, qty):
     """An order written off as lost turned out to have arrived (a reconciliation that ran early because a query
     went unjournaled in a crash): take it back."""
@@ -427,7 +427,7 @@ def _revive(gw, i, qty):
     gw.w[W_LOST] -= 1
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def _reconcile(gw, next_urn):
     """Account Query answered after a login: orders sent before the query and still unanswered never reached
     the venue (lost with the connection), and cancels or replaces still pending were lost the same way."""
@@ -456,7 +456,7 @@ def _reconcile(gw, next_urn):
     gw.w[W_RESYNC] = 1
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def register_sent(gw, buf, off, n, now):
     """Record an order message this gateway sent (live, or read back from the journal); False if not one."""
     d = gw.dec
@@ -491,7 +491,7 @@ def register_sent(gw, buf, off, n, now):
     return False
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def resync(gw, out, pos, mask, room):
     """Tell the strategy every position and open order (after a restart or reconnect); updates written, or
     -1 when `room` was too small (try again later)."""

@@ -54,7 +54,7 @@ _S = 83  # 'S'
 
 # ---- sending --------------------------------------------------------------------------------------
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def _flush(gw):
     """send() what is queued in obuf; False when the socket failed (the link is lost)."""
     w = gw.w
@@ -76,7 +76,7 @@ def _flush(gw):
     return True
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True, inline="always", _nrt=False)
 def _out_room(gw, need):
     """Make room for `need` more bytes at the tail of obuf (moving unsent bytes to the front); False if none."""
     w = gw.w
@@ -94,7 +94,7 @@ def _out_room(gw, need):
     return True
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True, inline="always", _nrt=False)
 def _clordid(gw, urn):
     """ClOrdID = the UserRefNum in decimal, left-justified (the venue echoes it; it also names the order)."""
     c = gw.msg
@@ -110,7 +110,7 @@ def _clordid(gw, urn):
     return c[:14]
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def _queue_enter(gw, urn, sym, side, px, qty, tif):
     off = sb.put_header(gw.obuf, gw.w[go.W_OUT_TAIL], sb.PKT_UNSEQUENCED, oc.EO_SIZE)
     oc.enc_enter_order(gw.obuf, off, urn, _B if side == go.SIDE_BUY else _S, qty, gw.sym_stock[sym], px,
@@ -119,7 +119,7 @@ def _queue_enter(gw, urn, sym, side, px, qty, tif):
     return off, oc.EO_SIZE
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def _queue_replace(gw, orig, urn, px, qty, tif):
     off = sb.put_header(gw.obuf, gw.w[go.W_OUT_TAIL], sb.PKT_UNSEQUENCED, oc.RO_SIZE)
     oc.enc_replace_order(gw.obuf, off, orig, urn, qty, px, tif, 89, 78, _clordid(gw, urn))
@@ -127,7 +127,7 @@ def _queue_replace(gw, orig, urn, px, qty, tif):
     return off, oc.RO_SIZE
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def _queue_cancel(gw, urn):
     off = sb.put_header(gw.obuf, gw.w[go.W_OUT_TAIL], sb.PKT_UNSEQUENCED, oc.CO_SIZE)
     oc.enc_cancel_order(gw.obuf, off, urn, 0)
@@ -135,7 +135,7 @@ def _queue_cancel(gw, urn):
     return off, oc.CO_SIZE
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def _reject_update(out, pos, mask, ev, reason):
     """Tell the strategy its intent never reached the wire."""
     u = out[pos & mask]
@@ -153,7 +153,7 @@ def _reject_update(out, pos, mask, ev, reason):
     u.aux = reason
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def _admit(gw, lim, ctl, ev, now, hz):
     """Risk and session checks for one intent; R_OK or the reason it is refused."""
     w = gw.w
@@ -186,7 +186,7 @@ def _admit(gw, lim, ctl, ev, now, hz):
                           np.int64(ev.qty2), replacing, now, hz)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def _take_intents(ctl, gw, lim, counters, in_hdr, in_slots, up_hdr, up_slots, jr_hdr, jr_slots, hist, mult, hz,
                   batch):
     """Check, journal, encode and send up to a batch of intents; returns how many were taken."""
@@ -265,7 +265,7 @@ def _take_intents(ctl, gw, lim, counters, in_hdr, in_slots, up_hdr, up_slots, jr
     return n
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True, inline="always", _nrt=False)
 def _publish_updates(up_hdr, up_slots, pos, n):
     stamp = rdtsc()
     mask = up_slots.shape[0] - 1
@@ -274,12 +274,12 @@ def _publish_updates(up_hdr, up_slots, pos, n):
     ring_publish(up_hdr, n)
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True, inline="always", _nrt=False)
 def store_relaxed_add(arr, idx, v):
     arr[idx] = arr[idx] + v
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def _lose_link(gw):
     w = gw.w
     w[go.W_RECONCILED] = 0
@@ -292,7 +292,7 @@ def _lose_link(gw):
 
 # ---- receiving ------------------------------------------------------------------------------------
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def _frame(gw, lim, up_hdr, up_slots, jr_hdr, jr_slots, hist, mult, now):
     """Apply the whole packets buffered in ibuf (as many as the rings have room for); updates published."""
     w = gw.w
@@ -353,7 +353,7 @@ def _frame(gw, lim, up_hdr, up_slots, jr_hdr, jr_slots, hist, mult, now):
     return ups + k
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def _receive(gw, lim, up_hdr, up_slots, jr_hdr, jr_slots, hist, mult, now):
     w = gw.w
     work = _frame(gw, lim, up_hdr, up_slots, jr_hdr, jr_slots, hist, mult, now)
@@ -374,7 +374,7 @@ def _receive(gw, lim, up_hdr, up_slots, jr_hdr, jr_slots, hist, mult, now):
     return work
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def _query(gw, jr_hdr, jr_slots):
     """After a login: the Account Query, journaled like an order. Everything sent before it is answered before
     its response, so orders still unanswered then never reached the venue."""
@@ -396,7 +396,7 @@ def _query(gw, jr_hdr, jr_slots):
 
 # ---- the kill switch ------------------------------------------------------------------------------
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def _kill(ctl, gw, jr_hdr, jr_slots):
     """Cancel every open order once per kill-switch trigger (again after a reconnect); cancels sent."""
     w = gw.w
@@ -436,13 +436,17 @@ def _kill(ctl, gw, jr_hdr, jr_slots):
 
 # ---- the agent ------------------------------------------------------------------------------------
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def gateway_work(ctl, gw, lim, counters, in_hdr, in_slots, up_hdr, up_slots, jr_hdr, jr_slots, hist, mult, batch):
-    """One unit of gateway work: venue input, kill switch, resync, then a batch of intents; returns work done."""
+    """One unit of gateway work: a batch of intents, then venue input, heartbeat, resync and the kill switch;
+    returns work done."""
     w = gw.w
-    now = rdtsc()
     hz = w[W_HZ]
-    work = 0
+    # Intents first: on the fused thread they were decided on the packet just read, and the venue's
+    # answers can wait the few microseconds until after send() (no recv() syscall ahead of the order).
+    work = _take_intents(ctl, gw, lim, counters, in_hdr, in_slots, up_hdr, up_slots, jr_hdr, jr_slots, hist, mult,
+                         hz, batch)
+    now = rdtsc()
     if load_acquire(w, go.W_LINK) == go.LINK_UP:
         if w[go.W_LAST_RECV] == 0:
             w[go.W_LAST_RECV] = now
@@ -469,14 +473,12 @@ def gateway_work(ctl, gw, lim, counters, in_hdr, in_slots, up_hdr, up_slots, jr_
                 if k > 0:
                     _publish_updates(up_hdr, up_slots, pos, k)
             work += _kill(ctl, gw, jr_hdr, jr_slots)
-    work += _take_intents(ctl, gw, lim, counters, in_hdr, in_slots, up_hdr, up_slots, jr_hdr, jr_slots, hist, mult,
-                          hz, batch)
     return work
 
 
 # ---- recovery -------------------------------------------------------------------------------------
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def replay_record(gw, kind, seq, payload, n, scratch):
     """Apply one journal record at start-up (no updates are published; the strategy is resynchronised later)."""
     if kind == K_SENT:

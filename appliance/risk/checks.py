@@ -62,7 +62,7 @@ def limits_from_config(risk, out) -> None:
     out[L_SELF_CROSS] = int(risk.self_cross_prevention)
 
 
-@njit(nogil=True, cache=True, inline="always")
+@njit(nogil=True, cache=True, inline="always", _nrt=False)
 def take_token(gw, lim, now, hz):
     """Order-rate token bucket (thousandths of an order, refilled from the TSC); True if one was taken."""
     burst = lim[L_BURST] * 1000
@@ -82,7 +82,7 @@ def take_token(gw, lim, now, hz):
     return True
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def check_order(gw, lim, sym, side, px, qty, ref_bid, ref_ask, replacing, now, hz):
     """All limits for a new order (replacing = 0) or a replace of open order table index `replacing - 1`;
     R_OK or the first reason it breaches. Takes a rate token only when everything else passed."""
@@ -129,7 +129,7 @@ def check_order(gw, lim, sym, side, px, qty, ref_bid, ref_ask, replacing, now, h
     return R_OK
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def crosses_own(gw, sym, side, px, skip_urn):
     """True if a buy at px would meet one of our own open sells (or a sell one of our buys)."""
     cap = gw.o_urn.shape[0]

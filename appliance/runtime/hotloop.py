@@ -7,7 +7,7 @@ heartbeat each iteration, and idles by the configured strategy only when no agen
 
 from numba import njit
 
-from ..feed.itch_feed import itch_feed_work
+from ..feed.itch_feed import RECV_BATCH, itch_feed_work
 from ..feed.synthetic import source_work
 from ..gateway.ouch_gateway import gateway_work
 from ..gateway.sink import sink_work
@@ -90,7 +90,7 @@ def run_itch_feed(ctl, params, hb, tidx, counters, io, sess, bk, out_hdr, out_sl
     beats = load_relaxed(hb, HB_BEAT)
     mult = load_relaxed(ctl, CTL_TSC_MULT)
     while keep_running(ctl, hb, tidx):
-        work = itch_feed_work(io, sess, bk, counters, out_hdr, out_slots, mult)
+        work = itch_feed_work(io, sess, bk, counters, out_hdr, out_slots, mult, RECV_BATCH)
         beats += 1
         end_iteration(params, hb, beats, work)
     store_relaxed(hb, HB_STATE, THREAD_STOPPED)
@@ -156,7 +156,7 @@ def run_fused_itch(
     mult = load_relaxed(ctl, CTL_TSC_MULT)
     while keep_running(ctl, hb, tidx):
         batch = load_relaxed(params, P_BATCH)
-        work = itch_feed_work(io, sess, bk, feed_counters, r1_hdr, r1_slots, mult)
+        work = itch_feed_work(io, sess, bk, feed_counters, r1_hdr, r1_slots, mult, RECV_BATCH)
         work += passthrough_work(strat_counters, r1_hdr, r1_slots, r2_hdr, r2_slots, hop1_hist, mult, batch)
         work += sink_work(gw_counters, gw_state, r2_hdr, r2_slots, hop2_hist, pipe_hist, mult, batch)
         beats += 1
@@ -164,7 +164,7 @@ def run_fused_itch(
     store_relaxed(hb, HB_STATE, THREAD_STOPPED)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)  # no refcounting of the state's arrays per call
 def run_strategy_trading(ctl, params, hb, tidx, counters, st, gw_w, book_stock, r1_hdr, r1_slots, r3_hdr, r3_slots,
                          r2_hdr, r2_slots, hist):
     """Strategy thread (split layout) on the trading path: book events and order updates in, intents out."""
@@ -180,7 +180,7 @@ def run_strategy_trading(ctl, params, hb, tidx, counters, st, gw_w, book_stock, 
     store_relaxed(hb, HB_STATE, THREAD_STOPPED)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)  # no refcounting of the state's arrays per call
 def run_gateway_ouch(ctl, params, hb, tidx, counters, gw, lim, r2_hdr, r2_slots, r3_hdr, r3_slots, jr_hdr, jr_slots,
                      hist):
     """Gateway thread (split layout): the venue's OUCH messages in, risk-checked intents out."""
@@ -196,7 +196,7 @@ def run_gateway_ouch(ctl, params, hb, tidx, counters, gw, lim, r2_hdr, r2_slots,
     store_relaxed(hb, HB_STATE, THREAD_STOPPED)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)  # no refcounting of the state's arrays per call
 def run_fused_trading(
     ctl, params, hb, tidx,
     feed_counters, io, sess, bk, strat_counters, st, gw_counters, gw, lim,
@@ -211,7 +211,7 @@ def run_fused_trading(
     mult = load_relaxed(ctl, CTL_TSC_MULT)
     while keep_running(ctl, hb, tidx):
         batch = load_relaxed(params, P_BATCH)
-        work = itch_feed_work(io, sess, bk, feed_counters, r1_hdr, r1_slots, mult)
+        work = itch_feed_work(io, sess, bk, feed_counters, r1_hdr, r1_slots, mult, 1)  # one datagram, then act on it
         work += strategy_work(st, gw.w, bk.sym_stock, strat_counters, r1_hdr, r1_slots, r3_hdr, r3_slots, r2_hdr,
                               r2_slots, hist, mult, batch)
         work += gateway_work(ctl, gw, lim, gw_counters, r2_hdr, r2_slots, r3_hdr, r3_slots, jr_hdr, jr_slots, hist,

@@ -133,7 +133,7 @@ def params_from_config(scfg, tsc_hz: float, out) -> None:
 
 # ---- intents --------------------------------------------------------------------------------------
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def _next_urn(st, gw_w):
     """UserRefNums strictly increase; after a restart or reconnect the gateway raises the floor."""
     u = st.w[SW_NEXT_URN]
@@ -144,7 +144,7 @@ def _next_urn(st, gw_w):
     return u
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def _intent(out, pos, mask, kind, sym, side, urn, px, qty, other, tif, t_in, seq, st):
     o = out[pos & mask]
     o.kind = kind
@@ -161,7 +161,7 @@ def _intent(out, pos, mask, kind, sym, side, urn, px, qty, other, tif, t_in, seq
     o.aux = other
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def _work_side(st, gw_w, sym, side, target, want, qty, tif, t_in, seq, now, out, pos, mask):
     """Bring one side's working order to `target` (0 or not `want`: no order); intents written (0 or 1)."""
     b = side * SIDE_WORDS
@@ -200,7 +200,7 @@ def _work_side(st, gw_w, sym, side, target, want, qty, tif, t_in, seq, now, out,
 
 # ---- signals --------------------------------------------------------------------------------------
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def _window_push(st, sym, x):
     """Add a mid to the window (dropping the oldest when full), keeping the sorted copy sorted; O(window)."""
     cap = int(st.p[P_WINDOW])
@@ -229,7 +229,7 @@ def _window_push(st, sym, x):
     st.q[sym, Q_WIN_N] = n + 1
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def signal(st, sym):
     """Mean minus median of the window's mids (0 until the window is full)."""
     n = st.q[sym, Q_WIN_N]
@@ -246,7 +246,7 @@ def signal(st, sym):
 
 # ---- book events ----------------------------------------------------------------------------------
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def _traded_index(st, book_stock, slot):
     t = st.slot_map[slot]
     if t == -1:
@@ -260,7 +260,7 @@ def _traded_index(st, book_stock, slot):
     return t
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def on_bbo(st, gw_w, sym, ev, now, out, pos, mask):
     """Take one touch change of a traded symbol (fair value, volatility, signal window), then decide;
     intents written at out[pos..] (at most 2)."""
@@ -290,7 +290,7 @@ def on_bbo(st, gw_w, sym, ev, now, out, pos, mask):
     return decide(st, gw_w, sym, now, out, pos, mask, ev.t_in, ev.seq)
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def decide(st, gw_w, sym, now, out, pos, mask, t_in, seq):
     """Bring both sides' working orders to where the last touch says they belong; intents written (at most 2).
     Runs on each touch change, and again when an order update settles a side (a quiet market may not move
@@ -321,16 +321,24 @@ def decide(st, gw_w, sym, now, out, pos, mask, t_in, seq):
         tb = ask - t  # never cross the touch: quotes rest
     if ta < bid + t:
         ta = bid + t
-    w = _work_side(st, gw_w, sym, go.SIDE_BUY, tb, pos_shares + size <= max_pos, size, TIF_DAY, t_in, seq, now, out,
-                   pos, mask)
-    w += _work_side(st, gw_w, sym, go.SIDE_SELL, ta, pos_shares - size >= -max_pos, size, TIF_DAY, t_in, seq, now,
-                    out, pos + w, mask)
-    return w
+    if ta <= tb:
+        ta = tb + t
+    want_bid = pos_shares + size <= max_pos
+    want_ask = pos_shares - size >= -max_pos
+    # Moving up, the offer goes first (and moving down, the bid), so the two quotes never meet on the way.
+    q = st.q
+    if q[sym, SIDE_WORDS + Q_STATE] == SS_LIVE and tb >= q[sym, SIDE_WORDS + Q_PX]:
+        w = _work_side(st, gw_w, sym, go.SIDE_SELL, ta, want_ask, size, TIF_DAY, t_in, seq, now, out, pos, mask)
+        return w + _work_side(st, gw_w, sym, go.SIDE_BUY, tb, want_bid, size, TIF_DAY, t_in, seq, now, out, pos + w,
+                              mask)
+    w = _work_side(st, gw_w, sym, go.SIDE_BUY, tb, want_bid, size, TIF_DAY, t_in, seq, now, out, pos, mask)
+    return w + _work_side(st, gw_w, sym, go.SIDE_SELL, ta, want_ask, size, TIF_DAY, t_in, seq, now, out, pos + w,
+                          mask)
 
 
 # ---- order updates --------------------------------------------------------------------------------
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def _side_done(q, sym, b):
     """The side's working order is finished; a replace still in flight will be refused by the venue."""
     q[sym, b + Q_URN] = 0
@@ -338,7 +346,7 @@ def _side_done(q, sym, b):
         q[sym, b + Q_STATE] = SS_NONE
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def on_update(st, ev, out, pos, mask):
     """Follow the gateway's word on one order, fill or position; intents written (a cancel of a duplicate)."""
     q = st.q
@@ -353,7 +361,8 @@ def on_update(st, ev, out, pos, mask):
         return 0
     b = ev.side * SIDE_WORDS
     urn = ev.ref
-    if q[sym, Q_DIRTY] == 0:
+    # A settled side may want a new order now; a refusal would only be repeated until the market moves.
+    if q[sym, Q_DIRTY] == 0 and ev.flags != go.OS_REJECTED:
         q[sym, Q_DIRTY] = 1
         st.w[SW_DIRTY] += 1
     mine = urn == q[sym, b + Q_URN] and urn != 0
@@ -426,7 +435,7 @@ def on_update(st, ev, out, pos, mask):
 
 # ---- the agent ------------------------------------------------------------------------------------
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, _nrt=False)
 def strategy_work(st, gw_w, book_stock, counters, in_hdr, in_slots, up_hdr, up_slots, out_hdr, out_slots, hist, mult,
                   batch):
     """One unit of strategy work: the gateway's updates, then a batch of book events; returns events handled."""
