@@ -35,10 +35,15 @@ def test_defaults():
 
 def test_schema_is_complete_and_consistent():
     assert SECTIONS == ("process", "log", "runtime", "cpu", "memory", "synthetic", "feed", "book", "control",
-                        "health", "numba", "venue")
-    assert len(SCHEMA) == 77 and len(KEYS) == 77
-    assert {k.path for k in SCHEMA if k.reloadable} == {
+                        "health", "numba", "venue", "strategy", "risk", "gateway", "journal")
+    assert len(SCHEMA) == 121 and len(KEYS) == 121
+    # Strategy parameters and risk limits are reloadable (the hot loops read them from arrays the control
+    # plane rewrites); nothing that sizes memory, names a socket or changes the kernels is.
+    reloadable = {k.path for k in SCHEMA if k.reloadable}
+    assert reloadable - {k.path for k in SCHEMA if k.section in ("strategy", "risk")} == {
         "log.level", "synthetic.rate", "health.heartbeat_timeout_ms", "health.status_interval_s"}
+    assert {"risk.max_position", "risk.order_rate", "strategy.half_spread", "strategy.quote_size"} <= reloadable
+    assert not {"strategy.kind", "strategy.symbols", "strategy.signal_window"} & reloadable
     for k in SCHEMA:
         assert k.doc and k.expects
         assert k.validate(k.default) == k.default  # every default passes its own constraints
@@ -70,9 +75,27 @@ def test_reference_file_equals_defaults_and_documents_every_key():
 def test_demo_file():
     cfg = load_config(ROOT / "config" / "demo.toml", allowed_cpus={0, 1})
     assert cfg.process.name == "demo" and cfg.runtime.layout == "split" and cfg.runtime.idle == "yield"
-    assert cfg.synthetic.rate == 2_000_000 and cfg.control.port == 0
+    assert cfg.trading and cfg.feed.source == "moldudp64" and cfg.strategy.kind == "market_maker"
+    assert set(cfg.strategy.symbols) <= set(cfg.venue.symbols) and cfg.control.port == 0
     assert cfg.health.heartbeat_timeout_ms == 1000
     assert cfg.memory == DEFAULTS.memory and cfg.cpu == DEFAULTS.cpu
+
+
+@pytest.mark.parametrize("toml, path, says", [
+    ('[gateway]\nprotocol = "ouch"\n[strategy]\nkind = "market_maker"\nsymbols = ["AAA"]\n', "gateway.protocol",
+     "moldudp64"),
+    ('[feed]\nsource = "moldudp64"\n[gateway]\nprotocol = "ouch"\n', "strategy.kind", "no strategy"),
+    ('[feed]\nsource = "moldudp64"\n[strategy]\nkind = "market_maker"\nsymbols = ["AAA"]\n', "gateway.protocol",
+     "order entry"),
+    ('[feed]\nsource = "moldudp64"\nsymbols = ["BBB"]\n[strategy]\nkind = "market_maker"\nsymbols = ["AAA"]\n'
+     '[gateway]\nprotocol = "ouch"\n', "strategy.symbols", "AAA not booked"),
+    ('[gateway]\nusername = "TOOLONGNAME"\n', "gateway.username", "6 characters"),
+    ('[gateway]\nreconnect_min_ms = 500\nreconnect_max_ms = 100\n', "gateway.reconnect_max_ms", "below"),
+])
+def test_inconsistent_trading_config_names_the_key(toml, path, says):
+    with pytest.raises(ConfigError) as e:
+        parse_config(toml)
+    assert path in str(e.value) and says in str(e.value)
 
 
 def test_values_are_read_and_converted():
