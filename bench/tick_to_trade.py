@@ -193,6 +193,10 @@ def run_appliance(packets, layout: str, idle: str, pace: float, workdir: str) ->
     for p in PERCENTILES:
         out[f"p{p:g}_ns"] = t2t.percentile(p) if t2t.count else None
     out["max_ns"] = t2t.max_ns if t2t.count else None
+    t2s = after["tick_to_send"] - before["tick_to_send"]
+    out["to_send_call_ns"] = {f"p{p:g}": t2s.percentile(p) if t2s.count else None for p in PERCENTILES}
+    out["send_call_ns"] = {f"p{p:g}": stages["send_call"].percentile(p) if stages["send_call"].count else None
+                           for p in (50, 99)}
     return out
 
 
@@ -217,7 +221,8 @@ def main(argv=None) -> int:
             result["appliance"][layout] = r
             print(f"appliance {layout:5s} ({idle}): {r['orders_timed']:,} orders, tick-to-trade p50 "
                   f"{r['p50_ns'] / 1000:.2f} us  p90 {r['p90_ns'] / 1000:.2f} us  p99 {r['p99_ns'] / 1000:.2f} us  "
-                  f"p99.9 {r['p99.9_ns'] / 1000:.2f} us  stages p50 {r['stages_p50_ns']}", flush=True)
+                  f"p99.9 {r['p99.9_ns'] / 1000:.2f} us; up to the send() call p50 {r['to_send_call_ns']['p50'] / 1000:.2f} us; "
+                  f"stages p50 {r['stages_p50_ns']}", flush=True)
     if not args.no_ray:
         ray = ray_design.run_ray_design(packets, ticks=min(args.ray_ticks, len(packets)), pace_per_s=min(args.pace,
                                                                                                            500))

@@ -115,6 +115,8 @@ class ApplianceCollector:
         for name, metric, doc in (
             ("tick_to_trade", "appliance_tick_to_trade_latency_seconds",
              "From an ITCH packet's arrival in user space to send() returning for the order it caused."),
+            ("tick_to_send", "appliance_tick_to_send_latency_seconds",
+             "From an ITCH packet's arrival in user space to its order's bytes being handed to send()."),
             ("order_ack", "appliance_order_ack_latency_seconds", "From send() of an order to the venue's Accepted."),
         ):
             h = HistogramMetricFamily(metric, doc)

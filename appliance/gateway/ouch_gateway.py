@@ -28,7 +28,7 @@ from ..runtime.clock import cycles_to_ns
 from ..runtime.event import KIND_CANCEL, KIND_NEW, KIND_ORDER, KIND_REPLACE
 from ..runtime.histogram import hist_record
 from ..runtime.layout import (
-    C_BACKPRESSURE, C_EVENTS_IN, C_EVENTS_OUT, CTL_KILL, H_ACK, H_HOP_SG, H_RISK, H_SEND, H_T2T,
+    C_BACKPRESSURE, C_EVENTS_IN, C_EVENTS_OUT, CTL_KILL, H_ACK, H_HOP_SG, H_RISK, H_SEND, H_T2S, H_T2T,
 )
 from ..runtime.net import sock_recv, sock_send
 from ..runtime.ring import ring_available, ring_free, ring_head, ring_publish, ring_release, ring_tail
@@ -257,6 +257,7 @@ def _take_intents(ctl, gw, lim, counters, in_hdr, in_slots, up_hdr, up_slots, jr
             ev = in_slots[(src + k) & in_mask]
             if ev.t_in != 0 and ev.kind != KIND_CANCEL:
                 hist_record(hist[H_T2T], cycles_to_ns(t_sent - ev.t_in, mult))
+                hist_record(hist[H_T2S], cycles_to_ns(t_checked - ev.t_in, mult))
     ring_release(in_hdr, n)
     if ups:
         _publish_updates(up_hdr, up_slots, up_pos, ups)

@@ -71,11 +71,13 @@ RINGS = ("feed_to_strategy", "strategy_to_gateway", "gateway_to_strategy")
 # Latency histograms; the trading path's stages, in order: packet in user space -> MoldUDP64 decoded
 # (feed_decode) -> book updated and events published (feed_book) -> ring hop -> strategy decided
 # (strategy_decide) -> ring hop -> risk passed (risk_check) -> send() returned (send_call); tick_to_trade
-# spans the whole of it, order_ack is send() to the venue's answer.
+# spans the whole of it (tick_to_send: up to the bytes being handed to send()), order_ack is send() to the
+# venue's answer.
 HISTOGRAMS = ("hop_feed_to_strategy", "hop_strategy_to_gateway", "pipeline", "hop_gateway_to_strategy",
-              "feed_decode", "feed_book", "strategy_decide", "risk_check", "send_call", "tick_to_trade", "order_ack")
-H_HOP_FS, H_HOP_SG, H_PIPELINE, H_HOP_GS, H_FEED_DECODE, H_FEED_BOOK, H_DECIDE, H_RISK, H_SEND, H_T2T, H_ACK = \
-    range(len(HISTOGRAMS))
+              "feed_decode", "feed_book", "strategy_decide", "risk_check", "send_call", "tick_to_trade", "order_ack",
+              "tick_to_send")
+H_HOP_FS, H_HOP_SG, H_PIPELINE, H_HOP_GS, H_FEED_DECODE, H_FEED_BOOK, H_DECIDE, H_RISK, H_SEND, H_T2T, H_ACK, \
+    H_T2S = range(len(HISTOGRAMS))
 JOURNAL_RECORD = 128  # bytes per journal record (see gateway/journal.py)
 
 
