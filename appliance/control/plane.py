@@ -192,25 +192,29 @@ class ControlPlane:
         log.warning("fault injection: hot thread %s %s", name, "stalled" if on else "released")
         return Response.json({"thread": name, "stalled": on})
 
-    async def admin_kill(self, req):
-        """Trip the kill switch: block new orders and cancel every resting one."""
+    def _trading(self, req):
+        """(trading, None) for an authorized admin request on the trading path, else (None, the refusal)."""
         denied = self._authorized(req)
         if denied:
-            return denied
+            return None, denied
         trading = self.state.engine.trading if self.state.engine else None
         if trading is None:
-            return Response(409, "no trading path configured (gateway.protocol = \"none\")\n")
+            return None, Response(409, "no trading path configured (gateway.protocol = \"none\")\n")
+        return trading, None
+
+    async def admin_kill(self, req):
+        """Trip the kill switch: block new orders and cancel every resting one."""
+        trading, refusal = self._trading(req)
+        if refusal:
+            return refusal
         tripped = trading.kill("admin")
         return Response.json({"kill_switch": True, "tripped_now": tripped, "open_orders": trading.open_orders})
 
     async def admin_resume(self, req):
         """Release the kill switch."""
-        denied = self._authorized(req)
-        if denied:
-            return denied
-        trading = self.state.engine.trading if self.state.engine else None
-        if trading is None:
-            return Response(409, "no trading path configured (gateway.protocol = \"none\")\n")
+        trading, refusal = self._trading(req)
+        if refusal:
+            return refusal
         return Response.json({"kill_switch": False, "released_now": trading.resume()})
 
     def _on_kill_signal(self):

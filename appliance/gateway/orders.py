@@ -301,6 +301,19 @@ def _adopt(gw, d, now):
 
 
 @njit(nogil=True, cache=True, _nrt=False)
+def _accept(gw, i, d):
+    """Accepted, or the new order of a Replaced: the venue's price and size stand."""
+    gw.w[W_ACCEPTED] += 1
+    gw.o_acked[i] = 1
+    if gw.o_state[i] == OS_PENDING_NEW:
+        gw.o_state[i] = OS_NEW
+    gw.o_px[i] = d[oc.V_PRICE]
+    set_leaves(gw, i, d[oc.V_QUANTITY])
+    if d[oc.V_STATE] == 68:  # 'D' dead on arrival (e.g. an IOC with nothing to meet)
+        close_order(gw, i, OS_CANCELED, 0)
+
+
+@njit(nogil=True, cache=True, _nrt=False)
 def apply_venue_message(gw, buf, off, n, out, pos, mask, publish, now):
     """Apply one sequenced OUCH message from the venue; returns the updates written at out[pos..] (only
     when publish, else 0). Unknown or undecodable messages are counted and skipped."""
@@ -336,14 +349,7 @@ def apply_venue_message(gw, buf, off, n, out, pos, mask, publish, now):
                 return 0
         elif gw.o_state[i] == OS_REJECTED and gw.o_reason[i] == REASON_LOST:
             _revive(gw, i, d[oc.V_QUANTITY])
-        gw.w[W_ACCEPTED] += 1
-        gw.o_acked[i] = 1
-        if gw.o_state[i] == OS_PENDING_NEW:
-            gw.o_state[i] = OS_NEW
-        gw.o_px[i] = d[oc.V_PRICE]
-        set_leaves(gw, i, d[oc.V_QUANTITY])
-        if d[oc.V_STATE] == 68:  # 'D' dead on arrival (e.g. an IOC with nothing to meet)
-            close_order(gw, i, OS_CANCELED, 0)
+        _accept(gw, i, d)
         if publish:
             emit_order(gw, out, pos, mask, i)
             w = 1
@@ -360,15 +366,8 @@ def apply_venue_message(gw, buf, off, n, out, pos, mask, publish, now):
             if i < 0:
                 gw.w[W_BAD_MSGS] += 1
                 return w
-        gw.w[W_ACCEPTED] += 1
-        gw.o_acked[i] = 1
-        if gw.o_state[i] == OS_PENDING_NEW:
-            gw.o_state[i] = OS_NEW
-        gw.o_px[i] = d[oc.V_PRICE]
-        set_leaves(gw, i, d[oc.V_QUANTITY])
         gw.o_other[i] = d[oc.V_ORIG_USER_REF]
-        if d[oc.V_STATE] == 68:
-            close_order(gw, i, OS_CANCELED, 0)
+        _accept(gw, i, d)
         if publish:
             emit_order(gw, out, pos + w, mask, i)
             w += 1

@@ -402,7 +402,12 @@ def _kill(ctl, gw, jr_hdr, jr_slots):
     """Cancel every open order once per kill-switch trigger (again after a reconnect); cancels sent."""
     w = gw.w
     trigger = load_relaxed(ctl, CTL_KILL)
-    if trigger == 0 or w[go.W_KILL_DONE] == trigger or w[go.W_RECONCILED] == 0:
+    if trigger == 0:
+        if w[go.W_KILL_DONE] != 0:  # released: tell the strategy where it stands, so it quotes again
+            w[go.W_KILL_DONE] = 0
+            w[go.W_RESYNC] = 1
+        return 0
+    if w[go.W_KILL_DONE] == trigger or w[go.W_RECONCILED] == 0:
         return 0
     n_open = w[go.W_OPEN]
     if ring_free(jr_hdr, jr_slots.shape[0]) < n_open or not _out_room(gw, n_open * MSG_ROOM + MSG_ROOM):

@@ -354,15 +354,22 @@ def on_update(st, ev, out, pos, mask):
     if sym >= q.shape[0]:
         return 0
     if ev.kind == KIND_POSITION:
+        # A resync (after a restart, a reconnect or the kill switch's release) starts with the position and
+        # then lists every open order: what it does not list is gone (e.g. lost in a disconnect).
         q[sym, Q_POS] = ev.aux
+        for b in (0, SIDE_WORDS):
+            q[sym, b + Q_URN] = 0
+            q[sym, b + Q_PENDING] = 0
+            q[sym, b + Q_STATE] = SS_NONE
         if q[sym, Q_DIRTY] == 0:
             q[sym, Q_DIRTY] = 1
             st.w[SW_DIRTY] += 1
         return 0
     b = ev.side * SIDE_WORDS
     urn = ev.ref
-    # A settled side may want a new order now; a refusal would only be repeated until the market moves.
-    if q[sym, Q_DIRTY] == 0 and ev.flags != go.OS_REJECTED:
+    # A settled side may want a new order now; a refusal by our own risk checks would only be repeated until
+    # the market moves, but one by the venue (or a loss in a disconnect) leaves nothing to wait for.
+    if q[sym, Q_DIRTY] == 0 and (ev.flags != go.OS_REJECTED or ev.aux >= go.REASON_LOST):
         q[sym, Q_DIRTY] = 1
         st.w[SW_DIRTY] += 1
     mine = urn == q[sym, b + Q_URN] and urn != 0
