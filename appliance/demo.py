@@ -86,8 +86,8 @@ def demo(cfg, seconds: float, layouts: tuple, as_json: bool) -> int:
 
 PERCENTILES = (50, 90, 99, 99.9, 99.99)
 STAGE_LABELS = (("feed_decode", "feed decode"), ("feed_book", "book update"), ("strategy_decide", "strategy"),
-                ("risk_check", "risk check"), ("send_call", "send()"), ("tick_to_trade", "tick-to-trade"),
-                ("order_ack", "order ack"))
+                ("risk_check", "risk check"), ("tick_to_send", "to send() call"), ("send_call", "send()"),
+                ("tick_to_trade", "tick-to-trade"), ("order_ack", "order ack"))
 
 
 def _free_port(kind) -> int:
@@ -190,6 +190,7 @@ def print_trading_report(report: dict, out=sys.stdout) -> None:
             f"p{p:g} {_fmt(t[f'p{p:g}'])}" for p in (50, 90, 99, 99.9)) + f"  max {_fmt(t['max'])}\n")
         w("   stages (p50 / p99): " + ", ".join(f"{k} {_fmt(v['p50'])} / {_fmt(v['p99'])}"
                                               for k, v in r["stages_ns"].items() if k != "tick-to-trade") + "\n")
+        w("   (to send() call: from the packet's arrival to the order's bytes handed to send())\n")
         s = r["shutdown"]
         k = s["kill_switch"] or {}
         w(f"   clean stop: {s['seconds']} s, {k.get('cancels', 0)} cancels (last sent "
@@ -218,8 +219,7 @@ def trading_demo(cfg, seconds: float, layouts: tuple, as_json: bool, png: str | 
         curves = {r["layout"]: [(p, r["tick_to_trade_ns"][f"p{p:g}"]) for p in PERCENTILES] for r in report["layouts"]}
         last = report["layouts"][-1]
         stages = {k: v for k, v in last["stages_ns"].items()}
-        latency_png(png, f"tick-to-trade: ITCH packet in user space -> OUCH send() returned "
-                         f"(stages: {last['layout']} layout)", curves, stages)
+        latency_png(png, f"tick-to-trade, packet in to send() returned (stages: {last['layout']})", curves, stages)
         report["png"] = os.path.abspath(png)
     if as_json:
         print(json.dumps(report))
