@@ -50,16 +50,20 @@ def _fmt(ns):
     return f"{ns:,.0f} ns" if ns < 10_000 else f"{ns / 1000:,.1f} us"
 
 
+def _print_placement(w, r: dict) -> None:
+    placed = ", ".join(f"{t}->core {p['core']}" for t, p in r["placement"].items())
+    w(f"   placement: {placed}\n")
+    for p in r["placement_problems"]:
+        w(f"   note: {p}\n")
+
+
 def print_report(report: dict, out=sys.stdout) -> None:
     w = out.write
     w(f"\nappliance demo: synthetic events, source -> pass-through -> sink, rate {report['rate']:,}/s\n")
     for r in report["layouts"]:
         w(f"\n== layout {r['layout']} (idle {r['idle']}), {r['seconds']} s, arena {r['arena']['mode']} pages"
           f"{', locked' if r['arena']['locked'] else ''}, kernels ready in {r['compile_seconds']} s\n")
-        placed = ", ".join(f"{t}->core {p['core']}" for t, p in r["placement"].items())
-        w(f"   placement: {placed}\n")
-        for p in r["placement_problems"]:
-            w(f"   note: {p}\n")
+        _print_placement(w, r)
         w(f"   events: {r['events']:,} ({r['events_per_second']:,}/s), sequence errors {r['sequence_errors']}\n")
         w(f"   {'latency':<26}{'p50':>11}{'p90':>11}{'p99':>11}{'p99.9':>11}{'max':>11}\n")
         for name, s in r["latency_ns"].items():
@@ -90,20 +94,13 @@ STAGE_LABELS = (("feed_decode", "feed decode"), ("feed_book", "book update"), ("
                 ("tick_to_trade", "tick-to-trade"), ("order_ack", "order ack"))
 
 
-def _free_port(kind) -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wired(cfg, layout: str, workdir: str):
     """The demo's config with fresh loopback ports shared by the venue and the appliance, and its own files."""
     import os
-    import socket
 
-    feed, retrans, ouch = _free_port(socket.SOCK_DGRAM), _free_port(socket.SOCK_DGRAM), _free_port(socket.SOCK_STREAM)
+    from .runtime.net import free_port
+
+    feed, retrans, ouch = free_port("udp"), free_port("udp"), free_port("tcp")
     r = dataclasses.replace
     return r(cfg,
              runtime=r(cfg.runtime, layout=layout),
@@ -173,10 +170,7 @@ def print_trading_report(report: dict, out=sys.stdout) -> None:
         md, o = r["market_data"], r["orders"]
         w(f"\n== layout {r['layout']} (idle {r['idle']}), traded {r['seconds']} s, kernels ready in "
           f"{r['compile_seconds']} s\n")
-        placed = ", ".join(f"{t}->core {p['core']}" for t, p in r["placement"].items())
-        w(f"   placement: {placed}\n")
-        for p in r["placement_problems"]:
-            w(f"   note: {p}\n")
+        _print_placement(w, r)
         w(f"   market data: {md['messages']:,} ITCH messages in {md['packets']:,} packets, {md['bbo_events']:,} "
           f"touch changes, {md['gaps']} gaps ({md['recovered']} messages recovered)\n")
         w(f"   orders: {o['sent']:,} new, {o['replaces']:,} replaces, {o['cancels']:,} cancels; {o['accepted']:,} "

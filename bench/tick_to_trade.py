@@ -34,6 +34,7 @@ cache.configure()
 import ray_design  # noqa: E402
 
 from appliance.config.loader import parse_config  # noqa: E402
+from appliance.runtime.net import free_port  # noqa: E402
 
 PERCENTILES = (50, 90, 99, 99.9)
 SYMBOLS = 8
@@ -82,12 +83,6 @@ def touch_packets(n: int, symbols: int = SYMBOLS, seed: int = 7, session: str = 
     return packets
 
 
-def _port(kind) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _config(layout: str, idle: str, feed: int, ouch: int, journal: str):
     names = [f"SYM{i:03d}" for i in range(SYMBOLS)]
     return parse_config(f"""
@@ -129,7 +124,7 @@ fsync = "none"
 symbols = {json.dumps(names)}
 rate = 0
 max_orders = 1048576
-feed_port = {_port(socket.SOCK_DGRAM)}
+feed_port = {free_port("udp")}
 retransmit_port = 0
 ouch_port = {ouch}
 fix_port = 0
@@ -160,7 +155,7 @@ def run_appliance(packets, layout: str, idle: str, pace: float, workdir: str) ->
     from appliance.runtime.engine import Engine
     from appliance.venue.server import Venue
 
-    feed, ouch = _port(socket.SOCK_DGRAM), _port(socket.SOCK_STREAM)
+    feed, ouch = free_port("udp"), free_port("tcp")
     cfg = _config(layout, idle, feed, ouch, os.path.join(workdir, f"orders-{layout}.journal"))
     engine = Engine(cfg)
     compile_s = engine.compile()

@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -24,16 +23,16 @@ def wait_for(predicate, timeout: float, interval: float = 0.02, what: str = "con
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
     """A UDP port nothing is bound to right now, for configs that need a fixed port number."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    from appliance.runtime.net import free_port  # not at import: conftest sets the kernel cache up first
+
+    return free_port("udp", host)
 
 
 def free_tcp_port(host: str = "127.0.0.1") -> int:
     """A TCP port nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    from appliance.runtime.net import free_port
+
+    return free_port("tcp", host)
 
 
 _ITCHFEED_COUNTS = (

@@ -23,7 +23,7 @@ from ..runtime.event import EVENT_DTYPE
 from ..runtime.histogram import HIST_WORDS, hist_record
 from ..runtime.layout import C_BACKPRESSURE, C_EVENTS_OUT, H_FEED_BOOK, H_FEED_DECODE, HISTOGRAMS
 from ..runtime.net import SOCKADDR_IN_SIZE, is_multicast, sock_recv, sock_sendto, sockaddr_in, udp_receiver
-from ..runtime.ring import ring_available, ring_free, ring_publish, ring_release, ring_tail
+from ..runtime.ring import ring_available, ring_free, ring_publish_stamped, ring_release, ring_tail
 from . import mold_session as ms
 from .moldudp64_descriptor import MAX_DATAGRAM
 
@@ -88,10 +88,7 @@ def _apply_delivered(io, sess, bk, k, t_in, out_hdr, out_slots, counters):
 
 @njit(nogil=True, cache=True, inline="always")
 def _publish(out_hdr, out_slots, pos, n, mask):
-    now = rdtsc()
-    for j in range(n):
-        out_slots[(pos + j) & mask].t_hop = now
-    ring_publish(out_hdr, n)
+    ring_publish_stamped(out_hdr, out_slots, pos, n)
 
 
 @njit(nogil=True, cache=True)

@@ -95,6 +95,9 @@ W_NEED_QUERY = 42  # L: set at login; the gateway sends the Account Query (journ
 W_Q_SENT = 43  # G: Account Queries sent, ever (rebuilt from the journal)
 W_Q_ANSWERED = 44  # G: Account Query Responses applied, ever: only the answer to the latest query reconciles
 W_Q_NOT_BEFORE = 45  # L: venue timestamp (ns since midnight) the answer to this login's query cannot predate
+W_HB_CYCLES = 48  # L: send a client heartbeat after this many TSC cycles without sending
+W_IDLE_CYCLES = 49  # L: the session is lost after this many cycles without hearing from the venue
+W_HZ = 50  # L: TSC frequency (the order-rate bucket refills by it)
 W_WORDS = 64
 
 LINK_DOWN = 0  # no session: the gateway touches no socket

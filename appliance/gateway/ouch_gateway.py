@@ -31,7 +31,9 @@ from ..runtime.layout import (
     C_BACKPRESSURE, C_EVENTS_IN, C_EVENTS_OUT, CTL_KILL, H_ACK, H_HOP_SG, H_RISK, H_SEND, H_T2S, H_T2T,
 )
 from ..runtime.net import sock_recv, sock_send
-from ..runtime.ring import ring_available, ring_free, ring_head, ring_publish, ring_release, ring_tail
+from ..runtime.ring import (
+    ring_available, ring_free, ring_head, ring_publish, ring_publish_stamped, ring_release, ring_tail,
+)
 from ..runtime.wire import get_u32
 from . import orders as go
 from . import ouch_descriptor as oc
@@ -43,10 +45,6 @@ log = logging.getLogger("appliance.gateway")
 EAGAIN = 11
 NS_PER_DAY = 86_400 * 10**9
 MSG_ROOM = 64  # bytes one packet (header + largest order message) may take in obuf
-# Words the control plane sets from [gateway] (cycles, from the TSC calibration).
-W_HB_CYCLES = 48
-W_IDLE_CYCLES = 49
-W_HZ = 50
 
 _B = 66  # 'B'
 _S = 83  # 'S'
@@ -204,7 +202,7 @@ def _take_intents(ctl, gw, lim, counters, in_hdr, in_slots, up_hdr, up_slots, jr
         n = jr_free
         gw.w[go.W_JOURNAL_FULL] += 1
     if n <= 0 or not _out_room(gw, n * MSG_ROOM):
-        store_relaxed_add(counters, C_BACKPRESSURE, 1)
+        counters[C_BACKPRESSURE] += 1
         return 0
     in_mask = in_slots.shape[0] - 1
     up_mask = up_cap - 1
@@ -260,24 +258,10 @@ def _take_intents(ctl, gw, lim, counters, in_hdr, in_slots, up_hdr, up_slots, jr
                 hist_record(hist[H_T2S], cycles_to_ns(t_checked - ev.t_in, mult))
     ring_release(in_hdr, n)
     if ups:
-        _publish_updates(up_hdr, up_slots, up_pos, ups)
-    store_relaxed_add(counters, C_EVENTS_IN, n)
-    store_relaxed_add(counters, C_EVENTS_OUT, ups)
+        ring_publish_stamped(up_hdr, up_slots, up_pos, ups)
+    counters[C_EVENTS_IN] += n
+    counters[C_EVENTS_OUT] += ups
     return n
-
-
-@njit(nogil=True, cache=True, inline="always", _nrt=False)
-def _publish_updates(up_hdr, up_slots, pos, n):
-    stamp = rdtsc()
-    mask = up_slots.shape[0] - 1
-    for j in range(n):
-        up_slots[(pos + j) & mask].t_hop = stamp
-    ring_publish(up_hdr, n)
-
-
-@njit(nogil=True, cache=True, inline="always", _nrt=False)
-def store_relaxed_add(arr, idx, v):
-    arr[idx] = arr[idx] + v
 
 
 @njit(nogil=True, cache=True, _nrt=False)
@@ -346,7 +330,7 @@ def _frame(gw, lim, up_hdr, up_slots, jr_hdr, jr_slots, hist, mult, now):
     if jrs:
         ring_publish(jr_hdr, jrs)
     if ups:
-        _publish_updates(up_hdr, up_slots, up_pos, ups)
+        ring_publish_stamped(up_hdr, up_slots, up_pos, ups)
     left = end - resume
     for j in range(left):
         gw.ibuf[j] = gw.ibuf[resume + j]
@@ -447,7 +431,7 @@ def gateway_work(ctl, gw, lim, counters, in_hdr, in_slots, up_hdr, up_slots, jr_
     """One unit of gateway work: a batch of intents, then venue input, heartbeat, resync and the kill switch;
     returns work done."""
     w = gw.w
-    hz = w[W_HZ]
+    hz = w[go.W_HZ]
     # Intents first: on the fused thread they were decided on the packet just read, and the venue's
     # answers can wait the few microseconds until after send() (no recv() syscall ahead of the order).
     work = _take_intents(ctl, gw, lim, counters, in_hdr, in_slots, up_hdr, up_slots, jr_hdr, jr_slots, hist, mult,
@@ -461,9 +445,9 @@ def gateway_work(ctl, gw, lim, counters, in_hdr, in_slots, up_hdr, up_slots, jr_
         if load_relaxed(w, go.W_LINK) == go.LINK_UP:
             if w[go.W_OUT_TAIL] > w[go.W_OUT_HEAD] and not _flush(gw):
                 _lose_link(gw)
-            elif now - w[go.W_LAST_RECV] > w[W_IDLE_CYCLES]:
+            elif now - w[go.W_LAST_RECV] > w[go.W_IDLE_CYCLES]:
                 _lose_link(gw)
-            elif now - w[go.W_LAST_SEND] > w[W_HB_CYCLES] and _out_room(gw, 8):
+            elif now - w[go.W_LAST_SEND] > w[go.W_HB_CYCLES] and _out_room(gw, 8):
                 off = sb.put_header(gw.obuf, w[go.W_OUT_TAIL], sb.PKT_CLIENT_HEARTBEAT, 0)
                 w[go.W_OUT_TAIL] = off
                 w[go.W_HEARTBEATS_SENT] += 1
@@ -477,7 +461,7 @@ def gateway_work(ctl, gw, lim, counters, in_hdr, in_slots, up_hdr, up_slots, jr_
                 pos = ring_tail(up_hdr)
                 k = go.resync(gw, up_slots, pos, up_slots.shape[0] - 1, room)
                 if k > 0:
-                    _publish_updates(up_hdr, up_slots, pos, k)
+                    ring_publish_stamped(up_hdr, up_slots, pos, k)
             work += _kill(ctl, gw, jr_hdr, jr_slots)
     return work
 
@@ -546,9 +530,9 @@ class OuchLink:
         self.down_since: float | None = time.monotonic()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        gw.w[W_HZ] = int(tsc_hz)
-        gw.w[W_HB_CYCLES] = int(tsc_hz * gcfg.heartbeat_ms / 1000)
-        gw.w[W_IDLE_CYCLES] = int(tsc_hz * gcfg.idle_timeout_ms / 1000)
+        gw.w[go.W_HZ] = int(tsc_hz)
+        gw.w[go.W_HB_CYCLES] = int(tsc_hz * gcfg.heartbeat_ms / 1000)
+        gw.w[go.W_IDLE_CYCLES] = int(tsc_hz * gcfg.idle_timeout_ms / 1000)
 
     @property
     def up(self) -> bool:

@@ -15,6 +15,7 @@ import time
 
 import numpy as np
 
+from ..feed.itch_feed import W_LAST_PACKET_TSC
 from ..risk import checks as rk
 from ..runtime.clock import read_tsc
 from ..runtime.layout import CTL_KILL
@@ -151,7 +152,7 @@ class Trading:
                     and now - self.link.down_since > r.kill_on_session_loss_ms / 1000 and self.link.logins > 0:
                 self.kill("session_lost")
             elif r.kill_on_feed_loss_ms and self.feed is not None and self.link.up:
-                last = int(self.feed.io.words[0])
+                last = int(self.feed.io.words[W_LAST_PACKET_TSC])
                 if last != self._feed_seen[0]:
                     self._feed_seen = (last, now)
                 elif now - self._feed_seen[1] > r.kill_on_feed_loss_ms / 1000:

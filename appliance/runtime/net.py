@@ -200,6 +200,13 @@ def set_sndbuf(sock: socket.socket, size: int) -> int:
     return sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
 
 
+def free_port(kind: str = "udp", host: str = "127.0.0.1") -> int:
+    """A loopback UDP or TCP port nothing is bound to right now (for configs that need a port number)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM if kind == "udp" else socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
 def is_multicast(host: str) -> bool:
     """True for an IPv4 class D (224.0.0.0/4) address."""
     return 224 <= int(_resolve(host).split(".")[0]) <= 239

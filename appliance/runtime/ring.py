@@ -14,7 +14,7 @@ Producer:                                   Consumer:
 
 from numba import njit
 
-from .atomics import load_acquire, load_relaxed, store_relaxed, store_release
+from .atomics import load_acquire, load_relaxed, rdtsc, store_relaxed, store_release
 from .layout import R_HEAD, R_HEAD_CACHE, R_TAIL, R_TAIL_CACHE
 
 
@@ -69,6 +69,17 @@ def ring_available(hdr):
 def ring_release(hdr, count):
     """Consumer: hand `count` read slots back to the producer (store-release of the head)."""
     store_release(hdr, R_HEAD, load_relaxed(hdr, R_HEAD) + count)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def ring_publish_stamped(hdr, slots, pos, count):
+    """Producer: stamp t_hop (TSC) on the `count` event slots written from `pos`, then publish them; the stamp."""
+    now = rdtsc()
+    mask = slots.shape[0] - 1
+    for j in range(count):
+        slots[(pos + j) & mask].t_hop = now
+    store_release(hdr, R_TAIL, load_relaxed(hdr, R_TAIL) + count)
+    return now
 
 
 def ring_depth(hdr) -> int:

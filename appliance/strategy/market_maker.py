@@ -31,7 +31,7 @@ from ..runtime.event import (
 )
 from ..runtime.histogram import hist_record
 from ..runtime.layout import C_BACKPRESSURE, C_EVENTS_IN, C_EVENTS_OUT, H_DECIDE, H_HOP_FS, H_HOP_GS
-from ..runtime.ring import ring_available, ring_free, ring_head, ring_publish, ring_release, ring_tail
+from ..runtime.ring import ring_available, ring_free, ring_head, ring_publish_stamped, ring_release, ring_tail
 
 KIND_MARKET_MAKER = 0
 KIND_MEAN_REVERSION = 1
@@ -400,19 +400,7 @@ def on_update(st, ev, out, pos, mask):
             q[sym, b + Q_PX] = ev.px
             q[sym, b + Q_QTY] = ev.qty
         else:  # a second order on a side that already has one (found at resync): cancel it
-            o = out[pos & mask]
-            o.kind = KIND_CANCEL
-            o.side = ev.side
-            o.flags = 0
-            o.symbol = sym
-            o.seq = 0
-            o.t_in = 0
-            o.ref = urn
-            o.px = ev.px
-            o.qty = 0
-            o.px2 = 0
-            o.qty2 = 0
-            o.aux = 0
+            _intent(out, pos, mask, KIND_CANCEL, sym, ev.side, urn, ev.px, 0, 0, 0, 0, 0, st)
             return 1
     elif state == go.OS_PENDING_NEW or state == go.OS_PENDING_CANCEL or state == go.OS_PENDING_REPLACE:
         if not mine and not pending and q[sym, b + Q_STATE] == SS_NONE and q[sym, b + Q_URN] == 0:
@@ -499,10 +487,7 @@ def strategy_work(st, gw_w, book_stock, counters, in_hdr, in_slots, up_hdr, up_s
         st.w[SW_BOOK_EVENTS] += k
         handled += k
     if written:
-        stamp = rdtsc()
-        for j in range(written):
-            out_slots[(opos + j) & out_mask].t_hop = stamp
-        ring_publish(out_hdr, written)
+        stamp = ring_publish_stamped(out_hdr, out_slots, opos, written)
         hist_record(hist[H_DECIDE], cycles_to_ns(stamp - now, mult))
         st.w[SW_INTENTS] += written
         counters[C_EVENTS_OUT] += written
