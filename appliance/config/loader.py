@@ -97,10 +97,15 @@ def _trading_problems(cfg: Config) -> list[Problem]:
         if cfg.strategy.kind == "none":
             problems.append(Problem("strategy.kind", "a gateway is configured but no strategy: set "
                                     "strategy.kind to \"market_maker\" or \"mean_reversion\""))
+    if cfg.gateway.protocol == "fix":
+        for name in ("sender_comp_id", "target_comp_id"):
+            v = getattr(cfg.gateway, name)
+            if len(v) > 32:
+                problems.append(Problem(f"gateway.{name}", f"{len(v)} characters; a FIX CompID here takes at most 32"))
     if cfg.strategy.kind != "none":
         if cfg.gateway.protocol == "none":
             problems.append(Problem("gateway.protocol", f"strategy {cfg.strategy.kind!r} needs order entry: "
-                                    "set gateway.protocol = \"ouch\""))
+                                    "set gateway.protocol = \"ouch\" or \"fix\""))
         if not cfg.strategy.symbols:
             problems.append(Problem("strategy.symbols", "no symbols to trade: list at least one stock"))
         elif len(cfg.strategy.symbols) > 1024:

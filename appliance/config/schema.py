@@ -278,21 +278,25 @@ class RiskConfig:
 
 @dataclass(frozen=True)
 class GatewayConfig:
-    """Order entry out: OUCH 5.0 over SoupBinTCP to the venue."""
+    """Order entry out: OUCH 5.0 over SoupBinTCP, or FIX 4.4, to the venue."""
 
     protocol: str = key("none", "none: no order entry; ouch: OUCH 5.0 over SoupBinTCP 4.x from the gateway hot "
-                        "thread.", choices=("none", "ouch"))
-    host: str = key("127.0.0.1", "Venue OUCH address.", format="ip")
-    port: int = key(26400, "Venue OUCH TCP port.", min=1, max=65535)
-    username: str = key("APPL01", "SoupBinTCP username (up to 6 characters).")
-    password: str = key("secret", "SoupBinTCP password (up to 10 characters).")
+                        "thread; fix: FIX 4.4 initiator session from the gateway hot thread.",
+                        choices=("none", "ouch", "fix"))
+    host: str = key("127.0.0.1", "Venue order-entry address.", format="ip")
+    port: int = key(26400, "Venue order-entry TCP port (the venue's OUCH or FIX port).", min=1, max=65535)
+    username: str = key("APPL01", "SoupBinTCP username (up to 6 characters; OUCH).")
+    password: str = key("secret", "SoupBinTCP password (up to 10 characters; OUCH).")
+    sender_comp_id: str = key("APPLIANCE", "Our SenderCompID(49) (FIX; up to 32 characters).", format="name")
+    target_comp_id: str = key("VENUE", "The venue's CompID, our TargetCompID(56) (FIX; up to 32 characters).",
+                              format="name")
     connect_timeout_ms: int = key(2000, "Give up one connection attempt (TCP connect plus login) after this.",
                                   min=10, max=60000)
     reconnect_min_ms: int = key(100, "First wait before reconnecting; doubles after each failure.", min=1,
                                 max=60000)
     reconnect_max_ms: int = key(5000, "Longest wait between reconnect attempts.", min=1, max=600000)
-    heartbeat_ms: int = key(1000, "Send a client heartbeat after this long without sending.", min=50,
-                            max=60000)
+    heartbeat_ms: int = key(1000, "Send a client heartbeat after this long without sending (FIX: HeartBtInt, "
+                            "rounded to whole seconds, at least 1).", min=50, max=60000)
     idle_timeout_ms: int = key(15000, "Declare the session lost after hearing nothing for this long.",
                                min=100, max=600000)
     venue_clock_tolerance_ms: int = key(500, "How far the venue's clock may lag ours: an Account Query answer "

@@ -24,7 +24,7 @@ import numpy as np
 from numba import njit
 
 from ..runtime.event import KIND_FILL, KIND_ORDER, KIND_POSITION
-from ..runtime.wire import alpha_to_int, get_u32, get_u64
+from ..runtime.wire import alpha_to_int, get_u32, get_u64, put_u64
 from . import ouch_descriptor as oc
 
 OS_FREE = 0
@@ -316,12 +316,64 @@ def _accept(gw, i, d):
         close_order(gw, i, OS_CANCELED, 0)
 
 
+# A venue event in decoded form: what a FIX ExecutionReport says, in the words an OUCH message decodes to.
+# The FIX gateway journals and applies this form, so both protocols share one state machine and one replay.
+#   [0] EV_MARK  [1..80] type, UserRefNum, orig UserRefNum, side, quantity, symbol, price, state, reason, match:
+#   the `dec` words of those names (oc.V_*), big-endian u64 each
+EV_MARK = 0xFE
+EV_SIZE = 81
+
+
+@njit(nogil=True, cache=True, _nrt=False)
+def put_event(buf, off, d):
+    """Write the decoded venue event `d` (type in d[V_TYPE]) at buf[off:off + EV_SIZE]; the offset after it."""
+    buf[off] = EV_MARK
+    put_u64(buf, off + 1, d[oc.V_TYPE])
+    put_u64(buf, off + 9, d[oc.V_USER_REF])
+    put_u64(buf, off + 17, d[oc.V_ORIG_USER_REF])
+    put_u64(buf, off + 25, d[oc.V_SIDE])
+    put_u64(buf, off + 33, d[oc.V_QUANTITY])
+    put_u64(buf, off + 41, d[oc.V_SYMBOL])
+    put_u64(buf, off + 49, d[oc.V_PRICE])
+    put_u64(buf, off + 57, d[oc.V_STATE])
+    put_u64(buf, off + 65, d[oc.V_REASON])
+    put_u64(buf, off + 73, d[oc.V_MATCH])
+    return off + EV_SIZE
+
+
+@njit(nogil=True, cache=True, _nrt=False)
+def _get_event(buf, off, n, d):
+    """Load a decoded venue event into d; its message type, or -1 when it is short."""
+    if n < EV_SIZE:
+        return -1
+    for k in range(d.shape[0]):
+        d[k] = 0
+    d[oc.V_TYPE] = np.int64(get_u64(buf, off + 1))
+    d[oc.V_USER_REF] = np.int64(get_u64(buf, off + 9))
+    d[oc.V_ORIG_USER_REF] = np.int64(get_u64(buf, off + 17))
+    d[oc.V_SIDE] = np.int64(get_u64(buf, off + 25))
+    d[oc.V_QUANTITY] = np.int64(get_u64(buf, off + 33))
+    d[oc.V_SYMBOL] = np.int64(get_u64(buf, off + 41))
+    d[oc.V_PRICE] = np.int64(get_u64(buf, off + 49))
+    d[oc.V_STATE] = np.int64(get_u64(buf, off + 57))
+    d[oc.V_REASON] = np.int64(get_u64(buf, off + 65))
+    d[oc.V_MATCH] = np.int64(get_u64(buf, off + 73))
+    return d[oc.V_TYPE]
+
+
 @njit(nogil=True, cache=True, _nrt=False)
 def apply_venue_message(gw, buf, off, n, out, pos, mask, publish, now):
-    """Apply one sequenced OUCH message from the venue; returns the updates written at out[pos..] (only
-    when publish, else 0). Unknown or undecodable messages are counted and skipped."""
+    """Apply one sequenced venue message (an OUCH message, or a decoded event from FIX) to the order table;
+    returns the updates written at out[pos..] (only when publish, else 0). Unknown or undecodable messages
+    are counted and skipped."""
     d = gw.dec
     t = buf[off] if n > 0 else 0
+    if t == EV_MARK:
+        r = _get_event(buf, off, n, d)
+        if r < 0:
+            gw.w[W_BAD_MSGS] += 1
+            return 0
+        return _apply_decoded(gw, d, r, out, pos, mask, publish, now)
     if t == 81:  # 'Q' Account Query Response: everything sent before the query has been answered
         if n >= 13:
             gw.w[W_Q_ANSWERED] += 1
@@ -339,6 +391,12 @@ def apply_venue_message(gw, buf, off, n, out, pos, mask, publish, now):
     if r < 0:
         gw.w[W_BAD_MSGS] += 1
         return 0
+    return _apply_decoded(gw, d, r, out, pos, mask, publish, now)
+
+
+@njit(nogil=True, cache=True, _nrt=False)
+def _apply_decoded(gw, d, r, out, pos, mask, publish, now):
+    """The state machine's step for one decoded venue message of type r."""
     urn = d[oc.V_USER_REF]
     if urn > gw.w[W_MAX_URN]:
         gw.w[W_MAX_URN] = urn

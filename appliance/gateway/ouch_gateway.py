@@ -1,4 +1,6 @@
-"""The OUCH 5.0 gateway agent: risk-checked orders out over SoupBinTCP, the venue's answers in, on one hot thread.
+"""The gateway agent: risk-checked orders out, the venue's answers in, on one hot thread; OUCH 5.0 over
+SoupBinTCP here, FIX 4.4 through fix_gateway.py (`gateway.protocol`), with the same risk checks, order
+table, journal and kill switch.
 
 Per unit of work the gateway reads what the venue sent (SoupBinTCP packets framed in place; each
 sequenced OUCH message journaled, applied to the order table and passed to the strategy as an update),
@@ -30,7 +32,7 @@ from ..runtime.histogram import hist_record
 from ..runtime.layout import (
     C_BACKPRESSURE, C_EVENTS_IN, C_EVENTS_OUT, CTL_KILL, H_ACK, H_HOP_SG, H_RISK, H_SEND, H_T2S, H_T2T,
 )
-from ..runtime.net import sock_recv, sock_send
+from ..runtime.net import realtime_ns, sock_recv
 from ..runtime.ring import (
     ring_available, ring_free, ring_head, ring_publish, ring_publish_stamped, ring_release, ring_tail,
 )
@@ -39,58 +41,21 @@ from . import orders as go
 from . import ouch_descriptor as oc
 from . import soupbintcp_descriptor as sb
 from .journal import K_RECEIVED, K_SENT, journal_put
+from . import fix_gateway as fg
+from .session_io import flush, lose_link, out_room
 
 log = logging.getLogger("appliance.gateway")
 
 EAGAIN = 11
 NS_PER_DAY = 86_400 * 10**9
 MSG_ROOM = 64  # bytes one packet (header + largest order message) may take in obuf
+FIX_MSG_ROOM = 256  # bytes one FIX order message may take
 
 _B = 66  # 'B'
 _S = 83  # 'S'
 
 
 # ---- sending --------------------------------------------------------------------------------------
-
-@njit(nogil=True, cache=True, _nrt=False)
-def _flush(gw):
-    """send() what is queued in obuf; False when the socket failed (the link is lost)."""
-    w = gw.w
-    head = w[go.W_OUT_HEAD]
-    tail = w[go.W_OUT_TAIL]
-    while head < tail:
-        n = sock_send(w[go.W_FD], gw.obuf, head, tail - head)
-        if n < 0:
-            if n == -EAGAIN:
-                break
-            w[go.W_SEND_ERRORS] += 1
-            return False
-        head += n
-    if head == tail:
-        head = 0
-        tail = 0
-    w[go.W_OUT_HEAD] = head
-    w[go.W_OUT_TAIL] = tail
-    return True
-
-
-@njit(nogil=True, cache=True, inline="always", _nrt=False)
-def _out_room(gw, need):
-    """Make room for `need` more bytes at the tail of obuf (moving unsent bytes to the front); False if none."""
-    w = gw.w
-    cap = gw.obuf.shape[0]
-    if cap - w[go.W_OUT_TAIL] >= need:
-        return True
-    head = w[go.W_OUT_HEAD]
-    n = w[go.W_OUT_TAIL] - head
-    if n + need > cap:
-        return False
-    for j in range(n):
-        gw.obuf[j] = gw.obuf[head + j]
-    w[go.W_OUT_HEAD] = 0
-    w[go.W_OUT_TAIL] = n
-    return True
-
 
 @njit(nogil=True, cache=True, inline="always", _nrt=False)
 def _clordid(gw, urn):
@@ -131,6 +96,46 @@ def _queue_cancel(gw, urn):
     oc.enc_cancel_order(gw.obuf, off, urn, 0)
     gw.w[go.W_OUT_TAIL] = off + oc.CO_SIZE
     return off, oc.CO_SIZE
+
+
+@njit(nogil=True, cache=True, _nrt=False)
+def _queue_intent(gw, fxs, ev, now_ns):
+    """Encode an admitted intent at the tail of obuf in the session's protocol; (journal buffer, offset, length,
+    journal seq): OUCH journals the bytes it sends, FIX the OUCH form of its message with its MsgSeqNum.
+    Length -1 when FIX cannot encode a value."""
+    tif = ev.flags if ev.flags else 48
+    if fxs.w[fg.FX_ON] == 0:
+        if ev.kind == KIND_NEW:
+            off, ln = _queue_enter(gw, ev.ref, ev.symbol, ev.side, ev.px, ev.qty, tif)
+        elif ev.kind == KIND_REPLACE:
+            off, ln = _queue_replace(gw, ev.aux, ev.ref, ev.px, ev.qty, tif)
+        else:
+            off, ln = _queue_cancel(gw, ev.ref)
+        return gw.obuf, off, ln, 0
+    _clordid(gw, ev.ref)
+    if ev.kind == KIND_NEW:
+        ln, seq = fg.queue_new(gw, fxs, ev.ref, ev.symbol, ev.side, ev.px, ev.qty, tif, now_ns)
+    elif ev.kind == KIND_REPLACE:
+        ln, seq = fg.queue_replace(gw, fxs, go.slot_of(gw, ev.aux), ev.ref, ev.px, ev.qty, tif, now_ns)
+    else:
+        ln, seq = fg.queue_cancel(gw, fxs, go.slot_of(gw, ev.ref), now_ns)
+    return fxs.jbuf, 0, ln, seq
+
+
+@njit(nogil=True, cache=True, _nrt=False)
+def _queue_cancel_of(gw, fxs, i, now_ns):
+    """A cancel of table order i in the session's protocol; (journal buffer, offset, length, journal seq)."""
+    if fxs.w[fg.FX_ON] == 0:
+        off, ln = _queue_cancel(gw, gw.o_urn[i])
+        return gw.obuf, off, ln, 0
+    ln, seq = fg.queue_cancel(gw, fxs, i, now_ns)
+    return fxs.jbuf, 0, ln, seq
+
+
+@njit(nogil=True, cache=True, inline="always", _nrt=False)
+def _room(fxs, n):
+    """obuf bytes n messages may take in the session's protocol."""
+    return n * (FIX_MSG_ROOM if fxs.w[fg.FX_ON] != 0 else MSG_ROOM)
 
 
 @njit(nogil=True, cache=True, _nrt=False)
@@ -185,8 +190,8 @@ def _admit(gw, lim, ctl, ev, now, hz):
 
 
 @njit(nogil=True, cache=True, _nrt=False)
-def _take_intents(ctl, gw, lim, counters, in_hdr, in_slots, up_hdr, up_slots, jr_hdr, jr_slots, hist, mult, hz,
-                  batch):
+def _take_intents(ctl, gw, fxs, lim, counters, in_hdr, in_slots, up_hdr, up_slots, jr_hdr, jr_slots, hist, mult,
+                  hz, batch):
     """Check, journal, encode and send up to a batch of intents; returns how many were taken."""
     n = ring_available(in_hdr)
     if n == 0:
@@ -201,7 +206,7 @@ def _take_intents(ctl, gw, lim, counters, in_hdr, in_slots, up_hdr, up_slots, jr
     if jr_free < n:
         n = jr_free
         gw.w[go.W_JOURNAL_FULL] += 1
-    if n <= 0 or not _out_room(gw, n * MSG_ROOM):
+    if n <= 0 or not out_room(gw, _room(fxs, n)):
         counters[C_BACKPRESSURE] += 1
         return 0
     in_mask = in_slots.shape[0] - 1
@@ -213,6 +218,7 @@ def _take_intents(ctl, gw, lim, counters, in_hdr, in_slots, up_hdr, up_slots, jr
     jrs = 0
     sent = 0
     t_read = rdtsc()
+    now_ns = realtime_ns(fxs.ts) if fxs.w[fg.FX_ON] != 0 else 0  # FIX SendingTime / TransactTime
     for k in range(n):
         ev = in_slots[(src + k) & in_mask]
         hist_record(hist[H_HOP_SG], cycles_to_ns(t_read - ev.t_hop, mult))
@@ -222,21 +228,24 @@ def _take_intents(ctl, gw, lim, counters, in_hdr, in_slots, up_hdr, up_slots, jr
             _reject_update(up_slots, up_pos + ups, up_mask, ev, r)
             ups += 1
             continue
+        jb, off, ln, jseq = _queue_intent(gw, fxs, ev, now_ns)
+        if ln < 0:
+            gw.rej[rk.R_PRICE] += 1  # a value the protocol cannot carry (risk limits normally stop it first)
+            _reject_update(up_slots, up_pos + ups, up_mask, ev, rk.R_PRICE)
+            ups += 1
+            continue
         if ev.kind == KIND_NEW:
-            off, ln = _queue_enter(gw, ev.ref, ev.symbol, ev.side, ev.px, ev.qty, ev.flags if ev.flags else 48)
             go.open_order(gw, ev.ref, ev.symbol, ev.side, ev.px, ev.qty, 0, t_read)
             gw.w[go.W_SENT_NEW] += 1
         elif ev.kind == KIND_REPLACE:
             j = go.slot_of(gw, ev.aux)
-            off, ln = _queue_replace(gw, ev.aux, ev.ref, ev.px, ev.qty, ev.flags if ev.flags else 48)
             go.open_order(gw, ev.ref, gw.o_sym[j], gw.o_side[j], ev.px, ev.qty, ev.aux, t_read)
             gw.o_state[j] = go.OS_PENDING_REPLACE
             gw.w[go.W_SENT_REPLACE] += 1
         else:
-            off, ln = _queue_cancel(gw, ev.ref)
             gw.o_state[go.slot_of(gw, ev.ref)] = go.OS_PENDING_CANCEL
             gw.w[go.W_SENT_CANCEL] += 1
-        journal_put(jr_slots, jr_pos + jrs, K_SENT, 0, t_read, gw.obuf, off, ln)
+        journal_put(jr_slots, jr_pos + jrs, K_SENT, jseq, t_read, jb, off, ln)
         jrs += 1
         sent += 1
     t_checked = rdtsc()
@@ -245,12 +254,12 @@ def _take_intents(ctl, gw, lim, counters, in_hdr, in_slots, up_hdr, up_slots, jr
     t_sent = t_checked
     if sent:
         hist_record(hist[H_RISK], cycles_to_ns((t_checked - t_read) // sent, mult))
-        ok = _flush(gw)
+        ok = flush(gw)
         t_sent = rdtsc()
         gw.w[go.W_LAST_SEND] = t_sent
         hist_record(hist[H_SEND], cycles_to_ns(t_sent - t_checked, mult))
         if not ok:
-            _lose_link(gw)
+            lose_link(gw)
         for k in range(n):
             ev = in_slots[(src + k) & in_mask]
             if ev.t_in != 0 and ev.kind != KIND_CANCEL:
@@ -262,17 +271,6 @@ def _take_intents(ctl, gw, lim, counters, in_hdr, in_slots, up_hdr, up_slots, jr
     counters[C_EVENTS_IN] += n
     counters[C_EVENTS_OUT] += ups
     return n
-
-
-@njit(nogil=True, cache=True, _nrt=False)
-def _lose_link(gw):
-    w = gw.w
-    w[go.W_RECONCILED] = 0
-    w[go.W_IN_LEN] = 0
-    w[go.W_OUT_HEAD] = 0
-    w[go.W_OUT_TAIL] = 0
-    w[go.W_LINKS_LOST] += 1
-    store_release(w, go.W_LINK, go.LINK_LOST)
 
 
 # ---- receiving ------------------------------------------------------------------------------------
@@ -354,7 +352,7 @@ def _receive(gw, lim, up_hdr, up_slots, jr_hdr, jr_slots, hist, mult, now):
     elif n == 0 or n != -EAGAIN:  # end of stream, or a socket error
         if n != 0:
             w[go.W_RECV_ERRORS] += 1
-        _lose_link(gw)
+        lose_link(gw)
         work += 1
     return work
 
@@ -364,7 +362,7 @@ def _query(gw, jr_hdr, jr_slots):
     """After a login: the Account Query, journaled like an order. Everything sent before it is answered before
     its response, so orders still unanswered then never reached the venue."""
     w = gw.w
-    if ring_free(jr_hdr, jr_slots.shape[0]) < 1 or not _out_room(gw, 8):
+    if ring_free(jr_hdr, jr_slots.shape[0]) < 1 or not out_room(gw, 8):
         return 0
     w[go.W_Q_FENCE] = w[go.W_MAX_URN]
     off = sb.put_header(gw.obuf, w[go.W_OUT_TAIL], sb.PKT_UNSEQUENCED, 1)
@@ -374,15 +372,15 @@ def _query(gw, jr_hdr, jr_slots):
     ring_publish(jr_hdr, 1)
     w[go.W_Q_SENT] += 1
     w[go.W_NEED_QUERY] = 0
-    if not _flush(gw):
-        _lose_link(gw)
+    if not flush(gw):
+        lose_link(gw)
     return 1
 
 
 # ---- the kill switch ------------------------------------------------------------------------------
 
 @njit(nogil=True, cache=True, _nrt=False)
-def _kill(ctl, gw, jr_hdr, jr_slots):
+def _kill(ctl, gw, fxs, jr_hdr, jr_slots):
     """Cancel every open order once per kill-switch trigger (again after a reconnect); cancels sent."""
     w = gw.w
     trigger = load_relaxed(ctl, CTL_KILL)
@@ -394,25 +392,28 @@ def _kill(ctl, gw, jr_hdr, jr_slots):
     if w[go.W_KILL_DONE] == trigger or w[go.W_RECONCILED] == 0:
         return 0
     n_open = w[go.W_OPEN]
-    if ring_free(jr_hdr, jr_slots.shape[0]) < n_open or not _out_room(gw, n_open * MSG_ROOM + MSG_ROOM):
+    if ring_free(jr_hdr, jr_slots.shape[0]) < n_open or not out_room(gw, _room(fxs, n_open + 1)):
         return 0  # next time round
     cap = gw.o_urn.shape[0]
     jr_pos = ring_tail(jr_hdr)
     now = rdtsc()
+    now_ns = realtime_ns(fxs.ts) if fxs.w[fg.FX_ON] != 0 else 0
     sent = 0
     for s in range(gw.sym_nopen.shape[0]):
         for j in range(gw.sym_nopen[s]):
             i = gw.sym_orders[s, j] & (cap - 1)
             if gw.o_state[i] == go.OS_PENDING_CANCEL:
                 continue
-            off, ln = _queue_cancel(gw, gw.o_urn[i])
-            journal_put(jr_slots, jr_pos + sent, K_SENT, 0, now, gw.obuf, off, ln)
+            jb, off, ln, jseq = _queue_cancel_of(gw, fxs, i, now_ns)
+            if ln < 0:
+                continue
+            journal_put(jr_slots, jr_pos + sent, K_SENT, jseq, now, jb, off, ln)
             gw.o_state[i] = go.OS_PENDING_CANCEL
             sent += 1
     if sent:
         ring_publish(jr_hdr, sent)
-        if not _flush(gw):
-            _lose_link(gw)
+        if not flush(gw):
+            lose_link(gw)
             return sent
         w[go.W_LAST_SEND] = rdtsc()
         w[go.W_KILL_LAST_TSC] = w[go.W_LAST_SEND]
@@ -427,42 +428,54 @@ def _kill(ctl, gw, jr_hdr, jr_slots):
 # ---- the agent ------------------------------------------------------------------------------------
 
 @njit(nogil=True, cache=True, _nrt=False)
-def gateway_work(ctl, gw, lim, counters, in_hdr, in_slots, up_hdr, up_slots, jr_hdr, jr_slots, hist, mult, batch):
-    """One unit of gateway work: a batch of intents, then venue input, heartbeat, resync and the kill switch;
-    returns work done."""
+def gateway_work(ctl, gw, fxs, lim, counters, in_hdr, in_slots, up_hdr, up_slots, jr_hdr, jr_slots, hist, mult,
+                 batch):
+    """One unit of gateway work: a batch of intents, then venue input, keep-alive, reconciliation, resync and
+    the kill switch; returns work done. `fxs` is the FIX state (inert for OUCH: fxs.w[FX_ON] = 0)."""
     w = gw.w
     hz = w[go.W_HZ]
+    fix = fxs.w[fg.FX_ON] != 0
     # Intents first: on the fused thread they were decided on the packet just read, and the venue's
     # answers can wait the few microseconds until after send() (no recv() syscall ahead of the order).
-    work = _take_intents(ctl, gw, lim, counters, in_hdr, in_slots, up_hdr, up_slots, jr_hdr, jr_slots, hist, mult,
-                         hz, batch)
+    work = _take_intents(ctl, gw, fxs, lim, counters, in_hdr, in_slots, up_hdr, up_slots, jr_hdr, jr_slots, hist,
+                         mult, hz, batch)
     now = rdtsc()
     if load_acquire(w, go.W_LINK) == go.LINK_UP:
         if w[go.W_LAST_RECV] == 0:
             w[go.W_LAST_RECV] = now
             w[go.W_LAST_SEND] = now
-        work += _receive(gw, lim, up_hdr, up_slots, jr_hdr, jr_slots, hist, mult, now)
+        if fix:
+            work += fg.receive(gw, fxs, lim, up_hdr, up_slots, jr_hdr, jr_slots, hist, mult, now)
+        else:
+            work += _receive(gw, lim, up_hdr, up_slots, jr_hdr, jr_slots, hist, mult, now)
         if load_relaxed(w, go.W_LINK) == go.LINK_UP:
-            if w[go.W_OUT_TAIL] > w[go.W_OUT_HEAD] and not _flush(gw):
-                _lose_link(gw)
+            if w[go.W_OUT_TAIL] > w[go.W_OUT_HEAD] and not flush(gw):
+                lose_link(gw)
             elif now - w[go.W_LAST_RECV] > w[go.W_IDLE_CYCLES]:
-                _lose_link(gw)
-            elif now - w[go.W_LAST_SEND] > w[go.W_HB_CYCLES] and _out_room(gw, 8):
-                off = sb.put_header(gw.obuf, w[go.W_OUT_TAIL], sb.PKT_CLIENT_HEARTBEAT, 0)
-                w[go.W_OUT_TAIL] = off
-                w[go.W_HEARTBEATS_SENT] += 1
-                w[go.W_LAST_SEND] = now
-                if not _flush(gw):
-                    _lose_link(gw)
-            if w[go.W_NEED_QUERY] != 0:
-                work += _query(gw, jr_hdr, jr_slots)
+                lose_link(gw)
+            elif fix:
+                if fg.keepalive(gw, fxs, now):
+                    work += 1
+                    if not flush(gw):
+                        lose_link(gw)
+            else:
+                if now - w[go.W_LAST_SEND] > w[go.W_HB_CYCLES] and out_room(gw, 8):
+                    off = sb.put_header(gw.obuf, w[go.W_OUT_TAIL], sb.PKT_CLIENT_HEARTBEAT, 0)
+                    w[go.W_OUT_TAIL] = off
+                    w[go.W_HEARTBEATS_SENT] += 1
+                    w[go.W_LAST_SEND] = now
+                    if not flush(gw):
+                        lose_link(gw)
+                if w[go.W_NEED_QUERY] != 0:
+                    work += _query(gw, jr_hdr, jr_slots)
+        if load_relaxed(w, go.W_LINK) == go.LINK_UP:
             if w[go.W_RESYNC] != 0 and w[go.W_RECONCILED] != 0:
                 room = ring_free(up_hdr, up_slots.shape[0])
                 pos = ring_tail(up_hdr)
                 k = go.resync(gw, up_slots, pos, up_slots.shape[0] - 1, room)
                 if k > 0:
                     ring_publish_stamped(up_hdr, up_slots, pos, k)
-            work += _kill(ctl, gw, jr_hdr, jr_slots)
+            work += _kill(ctl, gw, fxs, jr_hdr, jr_slots)
     return work
 
 
@@ -484,11 +497,12 @@ def recover(gw: go.Gw, records) -> dict:
     from ..runtime.event import EVENT_DTYPE
 
     scratch = np.zeros(1, dtype=EVENT_DTYPE)
-    counts = {"sent": 0, "received": 0, "other": 0}
+    counts = {"sent": 0, "received": 0, "other": 0, "last_sent_seq": 0}
     for r in records:
         payload = np.frombuffer(r.payload, dtype=np.uint8).copy()
         if r.kind == K_SENT:
             counts["sent"] += 1
+            counts["last_sent_seq"] = max(counts["last_sent_seq"], r.seq)  # FIX MsgSeqNum (0 for OUCH)
         elif r.kind == K_RECEIVED:
             counts["received"] += 1
         else:

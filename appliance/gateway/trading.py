@@ -20,8 +20,10 @@ from ..risk import checks as rk
 from ..runtime.clock import read_tsc
 from ..runtime.layout import CTL_KILL
 from ..strategy import market_maker as mm
+from . import fix_gateway as fg
 from . import orders as go
 from .journal import JournalWriter, read_journal
+from .fix_gateway import FixLink
 from .ouch_gateway import OuchLink, default_journal_path, recover
 
 log = logging.getLogger("appliance.trading")
@@ -44,7 +46,7 @@ class Trading:
         self.st = mm.make_strategy_state(self.symbols, cfg.book.max_symbols)
         self.apply_config(cfg)
         self.journal_path = default_journal_path(cfg.journal)
-        self.recovered = {"sent": 0, "received": 0, "other": 0}
+        self.recovered = {"sent": 0, "received": 0, "other": 0, "last_sent_seq": 0}
         self.journal_report: dict = {}
         if os.path.exists(self.journal_path) and os.path.getsize(self.journal_path) > 0:
             records, self.journal_report = read_journal(self.journal_path)
@@ -57,10 +59,15 @@ class Trading:
                      f"; torn tail of {self.journal_report['torn_tail_bytes']} bytes cut"
                      if self.journal_report.get("torn_tail_bytes") else "")
         self.st.w[mm.SW_NEXT_URN] = self.gw.w[go.W_URN_FLOOR]
+        if g.protocol == "fix":
+            self.fx = fg.make_fix_state(g.sender_comp_id, g.target_comp_id, fg.seq_path_for(self.journal_path),
+                                        self.recovered["last_sent_seq"])
+        else:
+            self.fx = fg.make_fix_state()
         j = cfg.journal
         self.writer = JournalWriter(self.journal_path, arena.view("journal.hdr"), arena.view("journal.slots"),
                                     fsync=j.fsync, interval_ms=j.fsync_interval_ms, text=cfg.process.name)
-        self.link = OuchLink(g, self.gw, tsc.hz)
+        self.link = FixLink(g, self.gw, self.fx, tsc.hz) if g.protocol == "fix" else OuchLink(g, self.gw, tsc.hz)
         self.kill_reason = ""
         self.kill_at: float | None = None  # monotonic time of the trigger
         self.kill_tsc = 0
@@ -182,7 +189,10 @@ class Trading:
         return {
             "session": {"up": self.link.up, "reconciled": bool(w[go.W_RECONCILED]), "logins": self.link.logins,
                         "login_failures": self.link.failures, "last_error": self.link.last_error,
+                        "protocol": self.cfg.gateway.protocol,
                         "next_expected_sequence": int(w[go.W_NEXT_EXPECTED]), "links_lost": int(w[go.W_LINKS_LOST]),
+                        **({"next_sender_seq": int(self.fx.w[fg.FX_TX_SEQ]), "fix": fg.counters(self.fx)}
+                           if self.cfg.gateway.protocol == "fix" else {}),
                         "next_user_ref": int(max(w[go.W_URN_FLOOR], self.st.w[mm.SW_NEXT_URN]))},
             "orders": {"sent": int(w[go.W_SENT_NEW]), "replaces": int(w[go.W_SENT_REPLACE]),
                        "cancels": int(w[go.W_SENT_CANCEL]), "accepted": int(w[go.W_ACCEPTED]),

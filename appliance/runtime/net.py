@@ -31,6 +31,7 @@ MSG_WAITFORONE = 0x10000
 EAGAIN = _errno.EAGAIN
 EINTR = _errno.EINTR
 ENOBUFS = _errno.ENOBUFS
+CLOCK_REALTIME = 0
 CLOCK_MONOTONIC = 1
 SO_RCVBUFFORCE = 33
 SO_SNDBUFFORCE = 32
@@ -88,6 +89,13 @@ def sock_sendto(fd, buf, off, size, addr):
 def monotonic_ns(ts):
     """CLOCK_MONOTONIC in ns (about 25 ns); `ts` is an int64[2] scratch array (timespec)."""
     _clock_gettime(CLOCK_MONOTONIC, ts.ctypes.data)
+    return ts[0] * 1_000_000_000 + ts[1]
+
+
+@njit(nogil=True, cache=True, inline="always")
+def realtime_ns(ts):
+    """CLOCK_REALTIME in ns since the epoch (FIX SendingTime); `ts` is an int64[2] scratch array (timespec)."""
+    _clock_gettime(CLOCK_REALTIME, ts.ctypes.data)
     return ts[0] * 1_000_000_000 + ts[1]
 
 

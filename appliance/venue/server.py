@@ -300,6 +300,11 @@ class Venue:
         self.fix_orders: dict[int, FixOrder] = {}  # token -> order
         self.fix_tokens: dict[bytes, int] = {}  # ClOrdID -> token (the FIX client's ids, day-unique)
         self.fix_next_token = 1
+        # the venue's own tally of the FIX client for Venue.fix_record (engine thread only)
+        self.fix_positions: dict[str, int] = {}
+        self.fix_executions = 0
+        self.fix_executed_shares = 0
+        self.fix_duplicate_cl_ord_ids = 0  # NewOrderSingle / replace requests refused for a ClOrdID used before
         self.fix_exec_id = 0
         self.connections: set[_Connection] = set()
         self.counters = {"orders": 0, "cancels": 0, "replaces": 0, "rejects": 0, "fills": 0, "bad_requests": 0,
@@ -610,6 +615,7 @@ class Venue:
             o = FixOrder(cl, msg.get(fx.TAG_SYMBOL, b""), msg.get(fx.TAG_SIDE, b"?"), qty, 0 if price == m.MARKET else price or 0)
             problem = None
             if cl in self.fix_tokens:
+                self.fix_duplicate_cl_ord_ids += 1
                 problem = (6, "duplicate ClOrdID")  # OrdRejReason 6: duplicate order
             elif side is None:
                 problem = (99, f"Side(54)={_text(msg.get(fx.TAG_SIDE))} not supported")
@@ -645,6 +651,7 @@ class Venue:
                 self._fix_cancel_reject(conn, cl, orig, response_to, "unknown order")
                 return
             if cl in self.fix_tokens:
+                self.fix_duplicate_cl_ord_ids += 1
                 self._fix_cancel_reject(conn, cl, orig, response_to, "duplicate ClOrdID", order_id=ref,
                                         status=_live_status(self.fix_orders[token]))
                 return
@@ -688,6 +695,10 @@ class Venue:
             qty, px = int(r["qty"]), int(r["price"])
             o.cum += qty
             o.notional += qty * px
+            sym = o.symbol.decode("ascii", "replace")
+            self.fix_executions += 1
+            self.fix_executed_shares += qty
+            self.fix_positions[sym] = self.fix_positions.get(sym, 0) + (qty if o.side == b"1" else -qty)
             self._fix_er(conn, o, b"F", b"2" if leaves == 0 else b"1", order_id=ref, leaves=leaves, last_qty=qty,
                          last_px=px)
         elif k == m.R_CANCELED:
@@ -860,14 +871,47 @@ class Venue:
         acct = self.ouch_accounts.get(name)
         if acct is None:
             raise KeyError(f"no OUCH account {name!r}; the venue has {sorted(self.ouch_accounts)}")
+
+        def tally():
+            return {"positions": dict(acct.positions), "executions": acct.executions,
+                    "executed_shares": acct.executed_shares, "entered": acct.entered,
+                    "duplicate_user_refs": acct.duplicate_user_refs, "last_user_ref": acct.last_user_ref}
+
+        def sequence():
+            return {"next_sequence": acct.store.next_sequence}
+
+        return self._record(acct.owner, int, tally, sequence, timeout)
+
+    def fix_record(self, timeout: float = 10.0) -> dict:
+        """The venue's own record of its FIX client, as account_record gives an OUCH account's: "open_orders" keyed
+        by ClOrdID (as an int: the gateway's UserRefNum), "positions", "executions", "executed_shares", "duplicate_cl_ord_ids", and the
+        session's "next_sender_seq" (the venue's next MsgSeqNum) and "next_target_seq" (the client's next one)."""
+        sess = self.fix_sessions[self.cfg.fix_client_comp_id]
+
+        def key(token):
+            o = self.fix_orders.get(token)
+            return int(o.cl_ord_id) if o is not None and o.cl_ord_id.isdigit() else -token
+
+        def tally():
+            return {"positions": dict(self.fix_positions), "executions": self.fix_executions,
+                    "executed_shares": self.fix_executed_shares,
+                    "duplicate_cl_ord_ids": self.fix_duplicate_cl_ord_ids}
+
+        def sequence():
+            return {"next_sender_seq": sess.next_sender_seq, "next_target_seq": sess.next_target_seq}
+
+        return self._record(FIX_OWNER, key, tally, sequence, timeout)
+
+    def _record(self, owner, key, tally, sequence, timeout) -> dict:
+        """Resting orders of one owner and its tally from the engine thread, then sequence numbers from the loop."""
         if self._loop is None or self._engine is None or not self._engine.is_alive():
-            raise RuntimeError("the venue is not running: account_record needs its engine thread and event loop")
+            raise RuntimeError("the venue is not running: an account record needs its engine thread and event loop")
         try:
             on_loop = asyncio.get_running_loop() is self._loop
         except RuntimeError:
             on_loop = False
         if on_loop:  # the record completes on this loop: waiting here would block it
-            raise RuntimeError("account_record blocks; call it from another thread than the venue's event loop")
+            raise RuntimeError("an account record blocks; call it from another thread than the venue's event loop")
         done: concurrent.futures.Future = concurrent.futures.Future()
 
         def take():  # engine thread
@@ -875,24 +919,21 @@ class Venue:
                 self._drain()  # fills of operations run in this batch (a participant_order) count too
                 o = self.eng.orders
                 # resting means in a price level, as cancel_owner reads it
-                slots = np.nonzero((o["owner"] == acct.owner) & (o["level"] != m.NIL) & (o["ref"] != 0))[0]
+                slots = np.nonzero((o["owner"] == owner) & (o["level"] != m.NIL) & (o["ref"] != 0))[0]
                 open_orders = {}
                 for i in slots:
                     rec = o[i]
                     loc = int(rec["locate"])
-                    open_orders[int(rec["token"])] = {
+                    open_orders[key(int(rec["token"]))] = {
                         "symbol": self.symbols[loc - 1], "side": "B" if rec["side"] == 0 else "S",
                         "price": int(rec["price"]), "leaves": int(rec["leaves"])}
-                record = {"open_orders": open_orders, "positions": dict(acct.positions),
-                          "executions": acct.executions, "executed_shares": acct.executed_shares,
-                          "entered": acct.entered, "duplicate_user_refs": acct.duplicate_user_refs,
-                          "last_user_ref": acct.last_user_ref}
+                record = {"open_orders": open_orders, **tally()}
                 self._post(finish, record)  # behind every answer the engine has posted so far
             except BaseException as e:
                 done.set_exception(e)
 
         def finish(record):  # event loop: the stream belongs to it
-            record["next_sequence"] = acct.store.next_sequence
+            record.update(sequence())
             done.set_result(record)
 
         self._enqueue(take)

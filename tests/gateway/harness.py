@@ -1,5 +1,5 @@
-"""A gateway driven from the test thread: the real numba gateway agent, a real OUCH session to a real venue on
-loopback, the real journal writer; the test plays the strategy by writing intents into the ring and reading
+"""A gateway driven from the test thread: the real numba gateway agent, a real OUCH or FIX session to a real venue
+on loopback, the real journal writer; the test plays the strategy by writing intents into the ring and reading
 the updates that come back."""
 
 from __future__ import annotations
@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 
 from appliance.config.loader import parse_config
+from appliance.gateway import fix_gateway as fg
 from appliance.gateway import orders as go
-from appliance.gateway.journal import JournalWriter
-from appliance.gateway.ouch_gateway import OuchLink, gateway_work
+from appliance.gateway.journal import JournalWriter, read_journal
+from appliance.gateway.ouch_gateway import OuchLink, gateway_work, recover
 from appliance.risk import checks as rk
 from appliance.runtime.clock import calibrate, read_tsc
 from appliance.runtime.event import EVENT_DTYPE, KIND_CANCEL, KIND_NEW, KIND_REPLACE
@@ -22,9 +23,11 @@ DOLLAR = 10_000
 
 
 class GatewayHarness:
-    """One gateway logged in to `venue` for `symbols`; [risk] keys from `risk` (a dict) override the defaults."""
+    """One gateway logged in to `venue` for `symbols`; [risk] keys from `risk` (a dict) override the defaults.
+    With venue=None nothing logs in: a test attaches a socket it plays the venue on (`attach`)."""
 
-    def __init__(self, venue, symbols, journal_path, risk: dict | None = None):
+    def __init__(self, venue, symbols, journal_path, risk: dict | None = None, protocol: str = "ouch",
+                 recover_journal: bool = False):
         risk_toml = "\n".join(f"{k} = {str(v).lower() if isinstance(v, bool) else v}" for k, v in (risk or {}).items())
         self.cfg = parse_config(f"""
 [feed]
@@ -33,8 +36,10 @@ source = "moldudp64"
 kind = "market_maker"
 symbols = {list(symbols)!r}
 [gateway]
-protocol = "ouch"
-port = {venue.ouch_address[1]}
+protocol = "{protocol}"
+port = {1 if venue is None else venue.ouch_address[1] if protocol == "ouch" else venue.fix_address[1]}
+sender_comp_id = "{"APPLIANCE" if venue is None else venue.cfg.fix_client_comp_id}"
+target_comp_id = "{"VENUE" if venue is None else venue.cfg.fix_comp_id}"
 venue_clock_tolerance_ms = 0
 [risk]
 {risk_toml}
@@ -52,13 +57,39 @@ venue_clock_tolerance_ms = 0
         self.r_up = (np.zeros(RING_HDR_WORDS, dtype=np.int64), np.zeros(1024, dtype=EVENT_DTYPE))
         self.r_jr = (np.zeros(RING_HDR_WORDS, dtype=np.int64), np.zeros((1024, 128), dtype=np.uint8))
         self.writer = JournalWriter(journal_path, *self.r_jr, fsync="none")
-        self.link = OuchLink(self.cfg.gateway, self.gw, self.tsc.hz)
+        self.recovered = {"last_sent_seq": 0}
+        if recover_journal:  # as Trading does at start-up
+            records, _ = read_journal(journal_path)
+            self.recovered = recover(self.gw, records)
+        if protocol == "fix":
+            g = self.cfg.gateway
+            self.fx = fg.make_fix_state(g.sender_comp_id, g.target_comp_id, fg.seq_path_for(str(journal_path)),
+                                        self.recovered["last_sent_seq"])
+            self.link = fg.FixLink(g, self.gw, self.fx, self.tsc.hz)
+        else:
+            self.fx = fg.make_fix_state()
+            self.link = OuchLink(self.cfg.gateway, self.gw, self.tsc.hz)
         self.updates: list[dict] = []
         self.next_urn = 1
         self.step()  # compile (or load) the agent before logging in: the venue drops a silent session
+        if venue is None:
+            return
         self.link.login()
-        self.pump(lambda: self.gw.w[go.W_RECONCILED], what="the Account Query answer")
+        self.pump(lambda: self.gw.w[go.W_RECONCILED], what="reconciliation (Account Query or TestRequest answer)")
         self.next_urn = int(self.gw.w[go.W_URN_FLOOR])  # the venue's account outlives the harness
+
+    def attach(self, sock, next_expected: int = 1, fence: int = 1):
+        """Hand the hot agent a connected socket as a FIX logon would (the test plays the venue on its peer)."""
+        w, f = self.gw.w, self.fx.w
+        sock.setblocking(False)
+        self._sock = sock
+        f[fg.FX_FENCE_ID] = fence
+        w[go.W_NEXT_EXPECTED] = next_expected
+        w[go.W_FD] = sock.fileno()
+        w[go.W_NEED_QUERY] = 1
+        w[go.W_RECONCILED] = 0
+        w[go.W_LAST_RECV] = 0
+        w[go.W_LINK] = go.LINK_UP
 
     # -- playing the strategy --------------------------------------------------------------------
 
@@ -90,7 +121,7 @@ venue_clock_tolerance_ms = 0
     # -- driving the agent -----------------------------------------------------------------------
 
     def step(self) -> int:
-        work = gateway_work(self.ctl, self.gw, self.limits, self.counters, *self.r_in, *self.r_up, *self.r_jr,
+        work = gateway_work(self.ctl, self.gw, self.fx, self.limits, self.counters, *self.r_in, *self.r_up, *self.r_jr,
                             self.hist, self.tsc.mult, 32)
         hdr, slots = self.r_up
         n = ring_available(hdr)
@@ -130,6 +161,14 @@ venue_clock_tolerance_ms = 0
         t = int(read_tsc())
         self.ctl[CTL_KILL] = t
         return t
+
+    def crash(self):
+        """Die without a Logout: the socket closes, the journal keeps what was written."""
+        if self.link.sock is not None:
+            self.link.sock.close()
+            self.link.sock = None
+        self.gw.w[go.W_LINK] = go.LINK_DOWN
+        self.writer.stop()
 
     def close(self):
         self.link.logout()

@@ -23,7 +23,7 @@ SYMBOLS = ("AAA", "BBB")
 TOKEN = "recovery-test-token"
 
 
-def _config(tmp_path, feed_port, retrans_port, ouch_port):
+def _config(tmp_path, feed_port, retrans_port, ouch_port, protocol="ouch"):
     return f"""
 [process]
 name = "recovery"
@@ -51,7 +51,7 @@ skew_per_share = 0.5
 kill_on_feed_loss_ms = 0
 kill_on_session_loss_ms = 0
 [gateway]
-protocol = "ouch"
+protocol = "{protocol}"
 port = {ouch_port}
 reconnect_min_ms = 20
 [journal]
@@ -113,16 +113,29 @@ def _hit(venue, side, px):
         venue.participant_order(sym, side, 100, px, tif="3")
 
 
-@pytest.fixture
-def market(tmp_path):
-    feed, retrans, ouch = free_udp_port(), free_udp_port(), free_tcp_port()
+def _market(tmp_path, protocol):
+    feed, retrans, port = free_udp_port(), free_udp_port(), free_tcp_port()
     venue = Venue(VenueConfig(symbols=SYMBOLS, rate=0, max_orders=65536, history_messages=65536,
-                              feed_port=feed, retransmit_port=retrans, ouch_port=ouch, fix_port=0,
+                              feed_port=feed, retransmit_port=retrans, ouch_port=port if protocol == "ouch" else 0,
+                              fix_port=port if protocol == "fix" else 0,
                               state_dir=str(tmp_path / "venue-state"))).start()
     for sym in SYMBOLS:  # a two-sided market, $9.90 / $10.10, for the market maker to quote inside
         venue.participant_order(sym, "B", 1000, 99_000)
         venue.participant_order(sym, "S", 1000, 101_000)
-    yield venue, _config(tmp_path, feed, retrans, ouch)
+    return venue, _config(tmp_path, feed, retrans, port, protocol)
+
+
+@pytest.fixture
+def market(tmp_path):
+    venue, toml = _market(tmp_path, "ouch")
+    yield venue, toml
+    venue.stop()
+
+
+@pytest.fixture
+def fix_market(tmp_path):
+    venue, toml = _market(tmp_path, "fix")
+    yield venue, toml
     venue.stop()
 
 
@@ -188,3 +201,60 @@ def test_sigkill_restart_and_venue_disconnect_rebuild_the_venues_record(market, 
                                if r.kind == K_SENT and r.payload[:1] in (b"O", b"U"))
     assert urns and max(urns.values()) == 1
     assert venue.account_record()["duplicate_user_refs"] == 0
+
+
+def _fix_agree(a, venue):
+    """As _agree, for the FIX session: open orders by ClOrdID, positions, and both sides' MsgSeqNums."""
+    t = _status(a).get("trading")
+    if t is None or not (t["session"]["up"] and t["session"]["reconciled"]):
+        return None
+    mine = {"open_orders": {int(u): {k: o[k] for k in ("symbol", "side", "price", "leaves")}
+                            for u, o in t["open_orders"].items()},
+            "positions": {s: p for s, p in t["positions"].items() if p},
+            "seqs": (t["session"]["next_expected_sequence"], t["session"]["next_sender_seq"]),
+            "fills": t["orders"]["fills"]}
+    r = venue.fix_record()
+    theirs = {"open_orders": r["open_orders"], "positions": {s: p for s, p in r["positions"].items() if p},
+              "seqs": (r["next_sender_seq"], r["next_target_seq"]), "record": r}
+    same = all(mine[k] == theirs[k] for k in ("open_orders", "positions", "seqs"))
+    return (mine, theirs) if same else None
+
+
+def test_fix_session_sigkill_restart_and_venue_disconnect_rebuild_the_venues_record(fix_market, appliance,
+                                                                                     tmp_path):
+    venue, toml = fix_market
+    a = appliance(toml).wait_ready(timeout=600)
+    _wait(a, lambda: _quoting(a), 60, what="the market maker quoting over FIX")
+    for px in (99_000, 101_000):
+        _hit(venue, "S" if px < 100_000 else "B", px)
+        _wait(a, lambda: _quoting(a), 30, what="quotes after a fill")
+
+    # SIGKILL with a fill in flight, more fills while the appliance is dead
+    _hit(venue, "B", 101_000)
+    a.kill()
+    _hit(venue, "S", 99_000)
+    b = appliance(toml).wait_ready(timeout=600)
+    mine, theirs = _wait(b, lambda: _fix_agree(b, venue), 60, what="the restarted appliance agreeing (FIX)")
+    assert theirs["record"]["duplicate_cl_ord_ids"] == 0
+    assert mine["fills"] >= 1
+
+    # the venue drops the session while fills happen: the resend brings them
+    _wait(b, lambda: _quoting(b), 30, what="quotes after the restart")
+    _hit(venue, "S", 99_000)
+    assert venue.disconnect_all() >= 1
+    _hit(venue, "B", 101_000)
+    mine, theirs = _wait(b, lambda: _fix_agree(b, venue) if _appliance_view(b)["fills"] > mine["fills"] else None,
+                         60, what="agreement after the venue-side disconnect (FIX)")
+    st = _status(b)["trading"]["session"]
+    assert st["logins"] >= 2 and st["fix"]["resend_requests_sent"] >= 1
+    assert theirs["record"]["duplicate_cl_ord_ids"] == 0
+
+    # clean stop: resting orders canceled, then Logout
+    b.signal(signal.SIGTERM)
+    assert b.wait_exit(timeout=30) == 0, b.log()
+    assert venue.fix_record()["open_orders"] == {}
+    records, report = read_journal(tmp_path / "orders.journal")
+    assert report["bad_crc"] == 0
+    urns = collections.Counter(oc.decode_inbound(r.payload)["user_ref_num"] for r in records
+                               if r.kind == K_SENT and r.payload[:1] in (b"O", b"U"))
+    assert urns and max(urns.values()) == 1
