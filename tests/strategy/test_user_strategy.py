@@ -94,6 +94,7 @@ BAD_MODULES = {
 }
 
 
+@pytest.mark.filterwarnings("ignore::numba.NumbaWarning")  # numba's own note on the objmode case
 @pytest.mark.parametrize("case", sorted(BAD_MODULES))
 def test_bad_module_is_a_config_error_naming_strategy_module(tmp_path, case):
     text, says = BAD_MODULES[case]
