@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ try:
 except ModuleNotFoundError:  # Python < 3.11
     import tomli as tomllib  # type: ignore[no-redef]
 
-from .schema import KEYS, SCHEMA, SECTION_TYPES, SECTIONS, Config, describe
+from .schema import KEYS, SCHEMA, SECTION_TYPES, SECTIONS, Config, EntryError, describe
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,9 @@ def parse_config(text: str, source: str = "<string>", *, allowed_cpus: set[int] 
                 continue
             try:
                 values[section][name] = KEYS[path].validate(raw)
+            except EntryError as e:
+                problems += [Problem(f"{path}.{entry}", message) for entry, message in e.entries]
+                bad.add(path)
             except ValueError as e:
                 problems.append(Problem(path, str(e)))
                 bad.add(path)
@@ -81,6 +85,8 @@ def parse_config(text: str, source: str = "<string>", *, allowed_cpus: set[int] 
     allowed = _allowed_cpus() if allowed_cpus is None else set(allowed_cpus)
     problems += _core_problems(cfg, allowed, check_hot="runtime.layout" not in bad)
     problems += _trading_problems(cfg)
+    cfg, found = _strategy_module(cfg, source)
+    problems += found
     if problems:
         raise ConfigError(problems, source)
     return cfg
@@ -96,7 +102,7 @@ def _trading_problems(cfg: Config) -> list[Problem]:
                                     f"{cfg.feed.source!r}"))
         if cfg.strategy.kind == "none":
             problems.append(Problem("strategy.kind", "a gateway is configured but no strategy: set "
-                                    "strategy.kind to \"market_maker\" or \"mean_reversion\""))
+                                    "strategy.kind to \"market_maker\", \"mean_reversion\" or \"module\""))
     if cfg.gateway.protocol == "fix":
         for name in ("sender_comp_id", "target_comp_id"):
             v = getattr(cfg.gateway, name)
@@ -123,6 +129,39 @@ def _trading_problems(cfg: Config) -> list[Problem]:
         problems.append(Problem("gateway.reconnect_max_ms", f"{cfg.gateway.reconnect_max_ms} is below "
                                 f"gateway.reconnect_min_ms ({cfg.gateway.reconnect_min_ms})"))
     return problems
+
+
+def _strategy_module(cfg: Config, source: str) -> tuple[Config, list[Problem]]:
+    """kind = "module": resolve strategy.module against the config file's directory, load and compile it (its
+    errors are config errors), and complete strategy.params with its defaults, in its declaration order."""
+    s = cfg.strategy
+    if s.kind != "module":
+        problems = []
+        if s.module:
+            problems.append(Problem("strategy.module", f"set, but strategy.kind is {s.kind!r}: set kind = "
+                                    "\"module\" to trade it"))
+        if s.params:
+            problems.append(Problem("strategy.params", f"only kind = \"module\" takes parameters; strategy.kind "
+                                    f"is {s.kind!r}"))
+        return cfg, problems
+    if not s.module:
+        return cfg, [Problem("strategy.module", "required with kind = \"module\": the path of the strategy's "
+                             "Python file")]
+    from ..runtime import cache
+    from ..strategy import user
+
+    path = user.resolve_path(s.module, source)
+    cache.configure(cfg.numba.cache_dir)  # the compiled strategy is cached where the kernels are
+    try:
+        strategy = user.load(path)
+    except user.StrategyError as e:
+        return cfg, [Problem(e.key, str(e))]
+    given = dict(s.params)
+    declared = ", ".join(strategy.names) or "none"
+    problems = [Problem(f"strategy.params.{name}", f"not a parameter of {path} (its PARAMS: {declared})")
+                for name in given if name not in strategy.names]
+    params = tuple((name, given.get(name, default)) for name, default in zip(strategy.names, strategy.defaults))
+    return dataclasses.replace(cfg, strategy=dataclasses.replace(s, module=path, params=params)), problems
 
 
 def _unknown_key(section: str, name: str) -> str:
@@ -187,6 +226,11 @@ def _toml_value(value: Any) -> str:
                          for c in value) + '"'
 
 
+def _toml_table(pairs) -> str:
+    """(name, value) pairs as a TOML inline table."""
+    return "{" + ", ".join(f"{name} = {_toml_value(value)}" for name, value in pairs) + "}"
+
+
 def render_effective(cfg: Config) -> str:
     """The effective configuration as TOML (every key), noting reloadable keys and non-defaults."""
     lines = ["# Effective appliance configuration: every key with the value in force.",
@@ -198,9 +242,10 @@ def render_effective(cfg: Config) -> str:
             lines += ["", f"[{section}]"]
         value = cfg.get(k.path)
         notes = ["reloadable"] if k.reloadable else []
+        show = _toml_table if k.type == "params" else _toml_value
         if value != k.default:
-            notes.append(f"default {_toml_value(k.default)}")
-        lines.append(f"{k.name} = {_toml_value(value)}" + (f"  # {'; '.join(notes)}" if notes else ""))
+            notes.append(f"default {show(k.default)}")
+        lines.append(f"{k.name} = {show(value)}" + (f"  # {'; '.join(notes)}" if notes else ""))
     return "\n".join(lines) + "\n"
 
 

@@ -15,12 +15,14 @@ AUTO = "auto"
 Core = int | str  # a core number, or "auto"
 Cores = tuple[int, ...] | str  # core numbers, or "auto"
 Symbols = tuple[str, ...]  # stock symbols
+Params = tuple[tuple[str, float], ...]  # (name, value) pairs, in the user strategy's order once loaded
 
 # Field annotation (a string, given the __future__ import) -> the `Key.type` that `Key.validate` checks.
 _TYPES = {"str": "str", "int": "int", "float": "float", "bool": "bool", "Core": "core", "Cores": "cores",
-          "Symbols": "symbols"}
+          "Symbols": "symbols", "Params": "params"}
 _NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _SYMBOL_RE = re.compile(r"[A-Z0-9][A-Z0-9 .+-]{0,7}")
+_PARAM_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 HOT_THREADS = {"split": ("feed", "strategy", "gateway"), "fused": ("fused",)}
 
 
@@ -221,8 +223,13 @@ class StrategyConfig:
 
     kind: str = key("none", "none: no trading (the runtime's self-test pipeline or feed only); market_maker: "
                     "quotes both sides around mid or microprice; mean_reversion: takes liquidity when the "
-                    "window's mean strays from its median.", choices=("none", "market_maker", "mean_reversion"))
+                    "window's mean strays from its median; module: your own quote function from "
+                    "strategy.module.", choices=("none", "market_maker", "mean_reversion", "module"))
     symbols: Symbols = key((), "Stocks the strategy trades (at most 1024); each must be booked by the feed.")
+    module: str = key("", "The Python file of a strategy of kind = \"module\" (README: Writing a strategy), "
+                      "relative to this config file's directory; it is compiled when the config is validated.")
+    params: Params = key((), "The module's parameters, a table of numbers ([strategy.params] name = value); "
+                         "names must be in its PARAMS, the others keep its defaults.", reloadable=True)
     fair_value: str = key("mid", "Fair value the quotes centre on.", reloadable=True,
                           choices=("mid", "microprice"))
     quote_size: int = key(100, "Shares per quote (market maker) or per order (mean reversion).",
@@ -376,6 +383,8 @@ class Config:
         out: dict[str, dict[str, Any]] = {}
         for k in SCHEMA:
             value = self.get(k.path)
+            if k.type == "params":
+                value = dict(value)
             out.setdefault(k.section, {})[k.name] = list(value) if isinstance(value, tuple) else value
         return out
 
@@ -420,6 +429,8 @@ class Key:
             return f"'auto' or a non-empty list of distinct core numbers >= {self.min}"
         if self.type == "symbols":
             return "a list of distinct stock symbols, 1 to 8 characters of A-Z 0-9 . + - and space"
+        if self.type == "params":
+            return "a table of parameter names to numbers"
         if self.type in ("int", "float"):
             what = "a power of two" if self.power_of_two else "an integer" if self.type == "int" else "a number"
             if self.max is None:
@@ -446,6 +457,8 @@ class Key:
         elif t == "cores" and isinstance(value, list) and value:
             ok = all(_is_int(c) and self._in_range(c) for c in value) and len(set(value)) == len(value)
             value = tuple(value) if ok else value
+        elif t == "params" and isinstance(value, (dict, tuple)):
+            return _validate_params(dict(value))
         elif t == "symbols" and isinstance(value, (list, tuple)):
             ok = all(isinstance(v, str) and _SYMBOL_RE.fullmatch(v) for v in value) and len(set(value)) == len(value)
             value = tuple(value) if ok else value
@@ -463,7 +476,29 @@ class Key:
             return self.type == "bool"
         return {"bool": False, "str": isinstance(value, str), "int": isinstance(value, int),
                 "float": isinstance(value, (int, float)), "core": isinstance(value, (int, str)),
-                "cores": isinstance(value, (list, str)), "symbols": isinstance(value, list)}[self.type]
+                "cores": isinstance(value, (list, str)), "symbols": isinstance(value, list),
+                "params": isinstance(value, dict)}[self.type]
+
+
+class EntryError(ValueError):
+    """Bad entries inside a table-valued key: `entries` are (name, message), each reported at key path.name."""
+
+    def __init__(self, entries: list[tuple[str, str]]):
+        self.entries = entries
+        super().__init__("; ".join(f"{n}: {m}" for n, m in entries))
+
+
+def _validate_params(table: dict) -> Params:
+    """[strategy.params] as (name, float) pairs; which names exist is the loaded module's to say."""
+    bad = []
+    for name, value in table.items():
+        if not _PARAM_RE.fullmatch(name):
+            bad.append((name, "not a parameter name (a letter or _, then letters, digits or _)"))
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            bad.append((name, f"expected a number; got {describe(value)}"))
+    if bad:
+        raise EntryError(bad)
+    return tuple((name, float(value)) for name, value in table.items())
 
 
 def _is_int(value: Any) -> bool:

@@ -20,6 +20,7 @@ from ..risk import checks as rk
 from ..runtime.clock import read_tsc
 from ..runtime.layout import CTL_KILL
 from ..strategy import market_maker as mm
+from ..strategy import user
 from . import fix_gateway as fg
 from . import orders as go
 from .journal import JournalWriter, read_journal
@@ -43,7 +44,18 @@ class Trading:
         g = cfg.gateway
         self.gw = go.make_gateway_state(self.symbols, g.max_orders, g.max_open_per_symbol)
         self.limits = np.zeros(rk.L_WORDS, dtype=np.int64)
-        self.st = mm.make_strategy_state(self.symbols, cfg.book.max_symbols)
+        self.user = None  # the user strategy of kind = "module"
+        if cfg.strategy.kind == "module":
+            # Already compiled while the config was validated: this finds it loaded.
+            self.user = user.load(cfg.strategy.module)
+            self.quote_fn, self.fill_fn = self.user.quote, self.user.on_fill
+            log.info("strategy module %s: quote%s, parameters %s; %s in %.2f s", self.user.path,
+                     " and on_fill" if self.user.has_on_fill else "", ", ".join(self.user.names) or "none",
+                     "loaded from the kernel cache" if self.user.cached else "compiled", self.user.seconds)
+        else:
+            self.quote_fn, self.fill_fn = user.builtin()
+        self.st = mm.make_strategy_state(self.symbols, cfg.book.max_symbols,
+                                         len(self.user.names) if self.user is not None else 0)
         self.apply_config(cfg)
         self.journal_path = default_journal_path(cfg.journal)
         self.recovered = {"sent": 0, "received": 0, "other": 0, "last_sent_seq": 0}
@@ -80,6 +92,10 @@ class Trading:
         """Write the reloadable [strategy] and [risk] keys where the hot loops read them."""
         rk.limits_from_config(cfg.risk, self.limits)
         mm.params_from_config(cfg.strategy, self.tsc.hz, self.st.p)
+        unknown = user.write_params(self.user, dict(cfg.strategy.params), self.st.up)
+        if unknown:  # the file changed on disk since start: its code and parameter list need a restart
+            log.warning("strategy.params %s: not parameters of the running %s; a restart loads the changed file",
+                        ", ".join(unknown), self.user.path)
         self.cfg = cfg
 
     # -- life cycle ------------------------------------------------------------------------------

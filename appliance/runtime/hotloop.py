@@ -166,15 +166,16 @@ def run_fused_itch(
 
 @njit(nogil=True, cache=True, _nrt=False)  # no refcounting of the state's arrays per call
 def run_strategy_trading(ctl, params, hb, tidx, counters, st, gw_w, book_stock, r1_hdr, r1_slots, r3_hdr, r3_slots,
-                         r2_hdr, r2_slots, hist):
-    """Strategy thread (split layout) on the trading path: book events and order updates in, intents out."""
+                         r2_hdr, r2_slots, hist, quote_fn, fill_fn):
+    """Strategy thread (split layout) on the trading path: book events and order updates in, intents out.
+    quote_fn, fill_fn: the user strategy's functions (first-class, so this loop is one kernel for every kind)."""
     store_relaxed(hb, HB_STATE, THREAD_RUNNING)
     beats = load_relaxed(hb, HB_BEAT)
     mult = load_relaxed(ctl, CTL_TSC_MULT)
     while keep_running(ctl, hb, tidx):
         batch = load_relaxed(params, P_BATCH)
         work = strategy_work(st, gw_w, book_stock, counters, r1_hdr, r1_slots, r3_hdr, r3_slots, r2_hdr, r2_slots,
-                             hist, mult, batch)
+                             hist, mult, batch, quote_fn, fill_fn)
         beats += 1
         end_iteration(params, hb, beats, work)
     store_relaxed(hb, HB_STATE, THREAD_STOPPED)
@@ -200,7 +201,7 @@ def run_gateway_trading(ctl, params, hb, tidx, counters, gw, fxs, lim, r2_hdr, r
 def run_fused_trading(
     ctl, params, hb, tidx,
     feed_counters, io, sess, bk, strat_counters, st, gw_counters, gw, fxs, lim,
-    r1_hdr, r1_slots, r2_hdr, r2_slots, r3_hdr, r3_slots, jr_hdr, jr_slots, hist,
+    r1_hdr, r1_slots, r2_hdr, r2_slots, r3_hdr, r3_slots, jr_hdr, jr_slots, hist, quote_fn, fill_fn,
 ):  # fmt: skip
     """The fused hot thread on the trading path: feed, strategy and gateway in turn, run to completion.
 
@@ -213,7 +214,7 @@ def run_fused_trading(
         batch = load_relaxed(params, P_BATCH)
         work = itch_feed_work(io, sess, bk, feed_counters, r1_hdr, r1_slots, mult, 1)  # one datagram, then act on it
         work += strategy_work(st, gw.w, bk.sym_stock, strat_counters, r1_hdr, r1_slots, r3_hdr, r3_slots, r2_hdr,
-                              r2_slots, hist, mult, batch)
+                              r2_slots, hist, mult, batch, quote_fn, fill_fn)
         work += gateway_work(ctl, gw, fxs, lim, gw_counters, r2_hdr, r2_slots, r3_hdr, r3_slots, jr_hdr, jr_slots,
                              hist, mult, batch)
         beats += 1
@@ -226,7 +227,7 @@ def kernel_calls(arena, feed=None, trading=None) -> list:
 
     `feed` is the live ItchFeed when feed.source = "moldudp64"; without it the feed thread runs the
     synthetic source. `trading` (the Trading object: strategy and gateway state) puts the strategy and
-    the OUCH gateway on the path instead of the pass-through and the checking sink.
+    the order gateway on the path instead of the pass-through and the checking sink.
     """
     v = arena.view
     ctl, params, hb, counters, state = v("control"), v("params"), v("heartbeat"), v("counters"), v("state")
@@ -239,14 +240,15 @@ def kernel_calls(arena, feed=None, trading=None) -> list:
     if trading is not None:
         io, sess, bk = feed.kernel_args()
         st, gw, fxs, lim = trading.st, trading.gw, trading.fx, trading.limits
+        fns = (trading.quote_fn, trading.fill_fn)
         if threads == ("fused",):
             args = (ctl, params, hb[0], 0, counters[0], io, sess, bk, counters[1], st, counters[2], gw, fxs, lim,
-                    *r1, *r2, *r3, *jr, hist)  # fmt: skip
+                    *r1, *r2, *r3, *jr, hist, *fns)  # fmt: skip
             return [("fused", run_fused_trading, args)]
         return [
             ("feed", run_itch_feed, (ctl, params, hb[0], 0, counters[0], io, sess, bk, *r1)),
             ("strategy", run_strategy_trading, (ctl, params, hb[1], 1, counters[1], st, gw.w, bk.sym_stock, *r1, *r3,
-                                                *r2, hist)),
+                                                *r2, hist, *fns)),
             ("gateway", run_gateway_trading, (ctl, params, hb[2], 2, counters[2], gw, fxs, lim, *r2, *r3, *jr,
                                               hist)),
         ]

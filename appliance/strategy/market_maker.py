@@ -11,6 +11,9 @@ crossing the touch; a quote is replaced once its target moved `replace_ticks`, a
 `refresh_us` per side; a side stops quoting at `max_position`.
 Mean reversion: over a window of mids, signal = mean - median; beyond `signal_threshold` ticks it sends
 an immediate-or-cancel order against the move, one at a time per side.
+Module (`kind = "module"`): the user's compiled `quote` function (appliance/strategy/user.py) sets each
+symbol's target orders and the same side machinery works them; the user's `on_fill` sees each fill. The two
+functions arrive as first-class function arguments, so these kernels are the same for every kind.
 
 Per symbol and side the strategy keeps one working order and its state (none, pending new, live,
 changing), driven only by the gateway's updates, so it never has two requests for one side in flight.
@@ -32,10 +35,12 @@ from ..runtime.event import (
 from ..runtime.histogram import hist_record
 from ..runtime.layout import C_BACKPRESSURE, C_EVENTS_IN, C_EVENTS_OUT, H_DECIDE, H_HOP_FS, H_HOP_GS
 from ..runtime.ring import ring_available, ring_free, ring_head, ring_publish_stamped, ring_release, ring_tail
+from .user import STATE_WORDS, T_ASK_PX, T_ASK_QTY, T_BID_PX, T_BID_QTY, T_TIF, TARGET_WORDS, TIF_IOC_CODE
 
 KIND_MARKET_MAKER = 0
 KIND_MEAN_REVERSION = 1
-KINDS = {"market_maker": KIND_MARKET_MAKER, "mean_reversion": KIND_MEAN_REVERSION}
+KIND_MODULE = 2
+KINDS = {"market_maker": KIND_MARKET_MAKER, "mean_reversion": KIND_MEAN_REVERSION, "module": KIND_MODULE}
 
 # p[] parameters (float64; prices in 1e-4 dollars)
 P_KIND = 0
@@ -52,6 +57,7 @@ P_TICK = 10
 P_WINDOW = 11
 P_THRESHOLD = 12
 P_SIGNAL_WEIGHT = 13
+P_NS_PER_CYCLE = 14
 P_WORDS = 16
 
 # w[] words
@@ -68,7 +74,7 @@ SW_WORDS = 16
 Q_URN = 0
 Q_STATE = 1
 Q_PX = 2
-Q_QTY = 3
+Q_QTY = 3  # shares working (leaves)
 Q_LAST = 4  # TSC of the last request on this side
 Q_PENDING = 5  # the new UserRefNum of a replace in flight
 SIDE_WORDS = 6
@@ -95,12 +101,13 @@ WINDOW_MAX = 64
 TIF_DAY = 48  # '0'
 TIF_IOC = 51  # '3'
 
-St = namedtuple("St", "w p slot_map traded q f win srt")
+St = namedtuple("St", "w p slot_map traded q f win srt up us tgt")
 St.__doc__ = """Strategy state: words, parameters, book slot -> traded index map (-1 unknown, -2 not traded),
-traded stocks (alpha8 ints), per-symbol working orders and signals, the mid window and its sorted copy."""
+traded stocks (alpha8 ints), per-symbol working orders and signals, the mid window and its sorted copy; for a
+user strategy its parameters, per-symbol scratch and the target its quote function fills."""
 
 
-def make_strategy_state(symbols, max_book_symbols: int) -> St:
+def make_strategy_state(symbols, max_book_symbols: int, user_params: int = 0) -> St:
     from ..runtime.wire import alpha_to_int
 
     n = len(symbols)
@@ -108,7 +115,9 @@ def make_strategy_state(symbols, max_book_symbols: int) -> St:
             slot_map=np.full(max_book_symbols, -1, dtype=np.int32),
             traded=np.array([alpha_to_int(s) for s in symbols], dtype=np.int64),
             q=np.zeros((n, Q_WORDS), dtype=np.int64), f=np.zeros((n, F_WORDS), dtype=np.float64),
-            win=np.zeros((n, WINDOW_MAX), dtype=np.float64), srt=np.zeros((n, WINDOW_MAX), dtype=np.float64))
+            win=np.zeros((n, WINDOW_MAX), dtype=np.float64), srt=np.zeros((n, WINDOW_MAX), dtype=np.float64),
+            up=np.zeros(user_params, dtype=np.float64), us=np.zeros((n, STATE_WORDS), dtype=np.float64),
+            tgt=np.zeros(TARGET_WORDS, dtype=np.int64))
     st.w[SW_NEXT_URN] = 1
     return st
 
@@ -129,6 +138,7 @@ def params_from_config(scfg, tsc_hz: float, out) -> None:
     out[P_WINDOW] = scfg.signal_window
     out[P_THRESHOLD] = scfg.signal_threshold
     out[P_SIGNAL_WEIGHT] = scfg.signal_weight
+    out[P_NS_PER_CYCLE] = 1e9 / tsc_hz
 
 
 # ---- intents --------------------------------------------------------------------------------------
@@ -162,8 +172,9 @@ def _intent(out, pos, mask, kind, sym, side, urn, px, qty, other, tif, t_in, seq
 
 
 @njit(nogil=True, cache=True, _nrt=False)
-def _work_side(st, gw_w, sym, side, target, want, qty, tif, t_in, seq, now, out, pos, mask):
-    """Bring one side's working order to `target` (0 or not `want`: no order); intents written (0 or 1)."""
+def _work_side(st, gw_w, sym, side, target, want, qty, tif, t_in, seq, now, out, pos, mask, requote_qty=False):
+    """Bring one side's working order to `target` (0 or not `want`: no order); intents written (0 or 1).
+    `requote_qty`: a new quantity alone is a reason to replace (user targets; the built-ins' size is fixed)."""
     b = side * SIDE_WORDS
     q = st.q
     state = q[sym, b + Q_STATE]
@@ -188,10 +199,12 @@ def _work_side(st, gw_w, sym, side, target, want, qty, tif, t_in, seq, now, out,
         q[sym, b + Q_STATE] = SS_CHANGING
         q[sym, b + Q_LAST] = now
         return 1
-    if abs(target - q[sym, b + Q_PX]) >= st.p[P_REPLACE_TICKS] * st.p[P_TICK]:
+    if abs(target - q[sym, b + Q_PX]) >= st.p[P_REPLACE_TICKS] * st.p[P_TICK] or (
+            requote_qty and qty != q[sym, b + Q_QTY]):
         urn = _next_urn(st, gw_w)
         _intent(out, pos, mask, KIND_REPLACE, sym, side, urn, target, qty, q[sym, b + Q_URN], tif, t_in, seq, st)
         q[sym, b + Q_PENDING] = urn
+        q[sym, b + Q_QTY] = qty
         q[sym, b + Q_STATE] = SS_CHANGING
         q[sym, b + Q_LAST] = now
         return 1
@@ -261,7 +274,7 @@ def _traded_index(st, book_stock, slot):
 
 
 @njit(nogil=True, cache=True, _nrt=False)
-def on_bbo(st, gw_w, sym, ev, now, out, pos, mask):
+def on_bbo(st, gw_w, sym, ev, now, out, pos, mask, quote_fn):
     """Take one touch change of a traded symbol (fair value, volatility, signal window), then decide;
     intents written at out[pos..] (at most 2)."""
     p = st.p
@@ -273,6 +286,8 @@ def on_bbo(st, gw_w, sym, ev, now, out, pos, mask):
     st.q[sym, Q_ASK_QTY] = ev.qty2
     if bid <= 0 or ask <= 0 or ask <= bid:
         return 0
+    if p[P_KIND] == KIND_MODULE:  # the user's function keeps its own signals
+        return _decide_user(st, gw_w, sym, now, out, pos, mask, ev.t_in, ev.seq, quote_fn)
     bq = np.float64(ev.qty)
     aq = np.float64(ev.qty2)
     if p[P_MICROPRICE] != 0.0 and bq + aq > 0:
@@ -287,11 +302,11 @@ def on_bbo(st, gw_w, sym, ev, now, out, pos, mask):
         a = p[P_VOL_ALPHA]
         st.f[sym, F_VOL] = (1.0 - a) * st.f[sym, F_VOL] + a * abs(fair - last)
     st.f[sym, F_FAIR] = fair
-    return decide(st, gw_w, sym, now, out, pos, mask, ev.t_in, ev.seq)
+    return decide(st, gw_w, sym, now, out, pos, mask, ev.t_in, ev.seq, quote_fn)
 
 
 @njit(nogil=True, cache=True, _nrt=False)
-def decide(st, gw_w, sym, now, out, pos, mask, t_in, seq):
+def decide(st, gw_w, sym, now, out, pos, mask, t_in, seq, quote_fn):
     """Bring both sides' working orders to where the last touch says they belong; intents written (at most 2).
     Runs on each touch change, and again when an order update settles a side (a quiet market may not move
     again for a long time)."""
@@ -304,6 +319,8 @@ def decide(st, gw_w, sym, now, out, pos, mask, t_in, seq):
     pos_shares = st.q[sym, Q_POS]
     max_pos = p[P_MAX_POS]
     size = np.int64(p[P_QUOTE_SIZE])
+    if p[P_KIND] == KIND_MODULE:
+        return _decide_user(st, gw_w, sym, now, out, pos, mask, t_in, seq, quote_fn)
     if p[P_KIND] == KIND_MEAN_REVERSION:
         sig = signal(st, sym)
         if sig > p[P_THRESHOLD] * tick and pos_shares - size >= -max_pos:  # mean above median: expect a fall
@@ -336,6 +353,40 @@ def decide(st, gw_w, sym, now, out, pos, mask, t_in, seq):
                           mask)
 
 
+@njit(nogil=True, cache=True, _nrt=False)
+def _decide_user(st, gw_w, sym, now, out, pos, mask, t_in, seq, quote_fn):
+    """Ask the user's quote function for this symbol's target orders and work both sides to it; intents
+    written (at most 2)."""
+    q = st.q
+    bid = q[sym, Q_BID]
+    ask = q[sym, Q_ASK]
+    if bid <= 0 or ask <= 0 or ask <= bid:
+        return 0
+    t = st.tgt
+    for side in range(2):  # preset to the working orders: returning 1 unchanged changes nothing
+        b = side * SIDE_WORDS
+        working = q[sym, b + Q_STATE] != SS_NONE
+        t[2 * side] = q[sym, b + Q_PX] if working else 0
+        t[2 * side + 1] = q[sym, b + Q_QTY] if working else 0
+    t[T_TIF] = 0
+    now_ns = np.int64(now * st.p[P_NS_PER_CYCLE])
+    if quote_fn(st.up, st.us[sym], np.int64(sym), bid, q[sym, Q_BID_QTY], ask, q[sym, Q_ASK_QTY], q[sym, Q_POS],
+                now_ns, t) == 0:
+        return 0
+    tif = TIF_IOC if t[T_TIF] == TIF_IOC_CODE else TIF_DAY
+    tb, nb, ta, na = t[T_BID_PX], t[T_BID_QTY], t[T_ASK_PX], t[T_ASK_QTY]
+    want_bid = tb > 0 and nb > 0
+    want_ask = ta > 0 and na > 0
+    # As in decide: moving up, the offer goes first (and moving down, the bid), so the quotes never meet.
+    if q[sym, SIDE_WORDS + Q_STATE] == SS_LIVE and tb >= q[sym, SIDE_WORDS + Q_PX]:
+        w = _work_side(st, gw_w, sym, go.SIDE_SELL, ta, want_ask, na, tif, t_in, seq, now, out, pos, mask, True)
+        return w + _work_side(st, gw_w, sym, go.SIDE_BUY, tb, want_bid, nb, tif, t_in, seq, now, out, pos + w, mask,
+                              True)
+    w = _work_side(st, gw_w, sym, go.SIDE_BUY, tb, want_bid, nb, tif, t_in, seq, now, out, pos, mask, True)
+    return w + _work_side(st, gw_w, sym, go.SIDE_SELL, ta, want_ask, na, tif, t_in, seq, now, out, pos + w, mask,
+                          True)
+
+
 # ---- order updates --------------------------------------------------------------------------------
 
 @njit(nogil=True, cache=True, _nrt=False)
@@ -347,7 +398,7 @@ def _side_done(q, sym, b):
 
 
 @njit(nogil=True, cache=True, _nrt=False)
-def on_update(st, ev, out, pos, mask):
+def on_update(st, ev, out, pos, mask, fill_fn):
     """Follow the gateway's word on one order, fill or position; intents written (a cancel of a duplicate)."""
     q = st.q
     sym = ev.symbol
@@ -380,8 +431,13 @@ def on_update(st, ev, out, pos, mask):
             q[sym, Q_POS] += ev.qty
         else:
             q[sym, Q_POS] -= ev.qty
-        if ev.qty2 == 0 and mine:
-            _side_done(q, sym, b)
+        if st.p[P_KIND] == KIND_MODULE:
+            fill_fn(st.up, st.us[sym], np.int64(sym), np.int64(ev.side), np.int64(ev.px), np.int64(ev.qty),
+                    q[sym, Q_POS])
+        if mine:
+            q[sym, b + Q_QTY] = ev.qty2  # shares still working: what a user's target is compared with
+            if ev.qty2 == 0:
+                _side_done(q, sym, b)
         return 0
     state = ev.flags
     if state == go.OS_NEW or state == go.OS_PARTIAL:
@@ -390,10 +446,12 @@ def on_update(st, ev, out, pos, mask):
             q[sym, b + Q_PENDING] = 0
             q[sym, b + Q_STATE] = SS_LIVE
             q[sym, b + Q_PX] = ev.px
+            q[sym, b + Q_QTY] = ev.qty
         elif mine:
             if q[sym, b + Q_STATE] == SS_PENDING:
                 q[sym, b + Q_STATE] = SS_LIVE
             q[sym, b + Q_PX] = ev.px
+            q[sym, b + Q_QTY] = ev.qty
         elif q[sym, b + Q_STATE] == SS_NONE and q[sym, b + Q_URN] == 0:  # resync: adopt it
             q[sym, b + Q_URN] = urn
             q[sym, b + Q_STATE] = SS_LIVE
@@ -432,8 +490,9 @@ def on_update(st, ev, out, pos, mask):
 
 @njit(nogil=True, cache=True, _nrt=False)
 def strategy_work(st, gw_w, book_stock, counters, in_hdr, in_slots, up_hdr, up_slots, out_hdr, out_slots, hist, mult,
-                  batch):
-    """One unit of strategy work: the gateway's updates, then a batch of book events; returns events handled."""
+                  batch, quote_fn, fill_fn):
+    """One unit of strategy work: the gateway's updates, then a batch of book events; returns events handled.
+    quote_fn and fill_fn: the user strategy's compiled functions (no-ops for the built-in kinds)."""
     out_cap = out_slots.shape[0]
     out_mask = out_cap - 1
     written = 0
@@ -453,7 +512,7 @@ def strategy_work(st, gw_w, book_stock, counters, in_hdr, in_slots, up_hdr, up_s
         for k in range(n):
             ev = up_slots[(src + k) & up_mask]
             hist_record(hist[H_HOP_GS], cycles_to_ns(now - ev.t_hop, mult))
-            written += on_update(st, ev, out_slots, opos + written, out_mask)
+            written += on_update(st, ev, out_slots, opos + written, out_mask, fill_fn)
         ring_release(up_hdr, n)
         st.w[SW_UPDATES] += n
         handled += n
@@ -464,7 +523,7 @@ def strategy_work(st, gw_w, book_stock, counters, in_hdr, in_slots, up_hdr, up_s
                     break
                 st.q[sym, Q_DIRTY] = 0
                 st.w[SW_DIRTY] -= 1
-                written += decide(st, gw_w, sym, now, out_slots, opos + written, out_mask, 0, 0)
+                written += decide(st, gw_w, sym, now, out_slots, opos + written, out_mask, 0, 0, quote_fn)
     n = ring_available(in_hdr)
     if n > 0:
         if n > batch:
@@ -481,7 +540,7 @@ def strategy_work(st, gw_w, book_stock, counters, in_hdr, in_slots, up_hdr, up_s
             if ev.kind == KIND_BBO:
                 sym = _traded_index(st, book_stock, ev.symbol)
                 if sym >= 0:
-                    written += on_bbo(st, gw_w, sym, ev, now, out_slots, opos + written, out_mask)
+                    written += on_bbo(st, gw_w, sym, ev, now, out_slots, opos + written, out_mask, quote_fn)
             k += 1
         ring_release(in_hdr, k)
         st.w[SW_BOOK_EVENTS] += k

@@ -36,7 +36,7 @@ def test_defaults():
 def test_schema_is_complete_and_consistent():
     assert SECTIONS == ("process", "log", "runtime", "cpu", "memory", "synthetic", "feed", "book", "control",
                         "health", "numba", "venue", "strategy", "risk", "gateway", "journal")
-    assert len(SCHEMA) == 121 and len(KEYS) == 121
+    assert len(SCHEMA) == 123 and len(KEYS) == 123
     # Strategy parameters and risk limits are reloadable (the hot loops read them from arrays the control
     # plane rewrites); nothing that sizes memory, names a socket or changes the kernels is.
     reloadable = {k.path for k in SCHEMA if k.reloadable}
@@ -249,6 +249,18 @@ def test_reload_diff():
     """, allowed_cpus=CPUS)
     assert reload_diff(old, new) == (["log.level", "synthetic.rate"], ["runtime.batch", "cpu.feed"])
     assert reload_diff(new, new) == ([], [])
+
+
+def test_strategy_params_are_a_table_of_numbers_reported_per_name():
+    key = KEYS["strategy.params"]
+    assert key.reloadable and key.default == () and key.validate({"a": 1, "b": 2.5}) == (("a", 1.0), ("b", 2.5))
+    found = problems('[strategy.params]\nwidth = "2"\nok = 1\nflag = false\n[strategy.params.deep]\nx = 1\n')
+    assert set(found) == {"strategy.params.width", "strategy.params.flag", "strategy.params.deep"}
+    assert found["strategy.params.width"] == "expected a number; got a string ('2')"
+    found = problems("[strategy]\nparams = [1, 2]\n")
+    assert found["strategy.params"] == "expected a table of parameter names to numbers; got an array ([1, 2])"
+    # with a built-in kind the table is an error too (the module's own checks are in tests/strategy)
+    assert "only kind" in problems("[strategy.params]\nwidth = 2\n")["strategy.params"]
 
 
 def test_frozen():
