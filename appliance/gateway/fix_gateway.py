@@ -33,7 +33,6 @@ import logging
 import mmap
 import os
 import socket
-import threading
 import time
 from collections import namedtuple
 
@@ -50,7 +49,8 @@ from . import fix44 as fx
 from . import fix_hot as fh
 from . import orders as go
 from . import ouch_descriptor as oc
-from .journal import K_RECEIVED, K_SENT, journal_put
+from .journal import K_RECEIVED, journal_put
+from .link import LoginRefused, SessionLink
 from .session_io import flush, lose_link, out_room
 
 log = logging.getLogger("appliance.gateway")
@@ -883,34 +883,20 @@ def keepalive(gw, fx_, now):
 
 # ---- the session (control plane) ------------------------------------------------------------------
 
-class LogonRefused(Exception):
-    pass
+LogonRefused = LoginRefused
 
 
-class FixLink:
+class FixLink(SessionLink):
     """Logs the FIX gateway on (and on again after a loss, with backoff) and hands the socket to the hot
-    thread; sends the Logout at a clean stop. The interface is OuchLink's."""
+    thread; sends the Logout at a clean stop."""
+
+    name = "FIX"
 
     def __init__(self, gcfg, gw: go.Gw, fxs: Fx, tsc_hz: float):
-        self.cfg = gcfg
-        self.gw = gw
-        self.fx = fxs
-        self.sock: socket.socket | None = None
-        self.logins = 0
-        self.failures = 0
-        self.last_error = ""
-        self.down_since: float | None = time.monotonic()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.heartbeat_s = max(1, round(gcfg.heartbeat_ms / 1000))
-        gw.w[go.W_HZ] = int(tsc_hz)
-        gw.w[go.W_HB_CYCLES] = int(tsc_hz * self.heartbeat_s)
-        gw.w[go.W_IDLE_CYCLES] = int(tsc_hz * gcfg.idle_timeout_ms / 1000)
+        super().__init__(gcfg, gw, tsc_hz, self.heartbeat_s)
+        self.fx = fxs
         fxs.w[FX_HB_SECONDS] = self.heartbeat_s
-
-    @property
-    def up(self) -> bool:
-        return int(self.gw.w[go.W_LINK]) == go.LINK_UP
 
     def _take_seq(self) -> int:
         seq = int(self.fx.w[FX_TX_SEQ])
@@ -993,43 +979,6 @@ class FixLink:
         w[go.W_LINK] = go.LINK_UP  # last, after every word above (stores are not reordered on x86)
         log.info("gateway: FIX logon to %s:%d as %s -> %s (our MsgSeqNum %d, the venue's %d, we expected %d)",
                  c.host, c.port, c.sender_comp_id, c.target_comp_id, my_seq, venue_seq, expected)
-
-    def poll(self) -> None:
-        """Take back a socket the hot thread gave up (LINK_LOST): close it and mark the link down."""
-        if int(self.gw.w[go.W_LINK]) == go.LINK_LOST:
-            if self.sock is not None:
-                self.sock.close()
-                self.sock = None
-            self.gw.w[go.W_LINK] = go.LINK_DOWN
-            self.down_since = time.monotonic()
-            log.warning("gateway: FIX session to %s:%d lost; reconnecting", self.cfg.host, self.cfg.port)
-
-    def _main(self) -> None:
-        backoff = self.cfg.reconnect_min_ms / 1000
-        while not self._stop.is_set():
-            self.poll()
-            if int(self.gw.w[go.W_LINK]) != go.LINK_DOWN:
-                self._stop.wait(0.005)
-                continue
-            try:
-                self.login()
-                backoff = self.cfg.reconnect_min_ms / 1000
-            except (OSError, LogonRefused) as e:
-                self.failures += 1
-                self.last_error = str(e)
-                log.warning("gateway: cannot log on to %s:%d (%s); next try in %.2f s", self.cfg.host,
-                            self.cfg.port, e, backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, self.cfg.reconnect_max_ms / 1000)
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._main, name="fix-link", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5.0)
 
     def logout(self, timeout: float = 1.0) -> None:
         """After the hot threads stopped: Logout, wait briefly for the venue's, close."""

@@ -18,14 +18,13 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 
 import numpy as np
 from numba import njit
 
 from ..risk import checks as rk
-from ..runtime.atomics import load_acquire, load_relaxed, rdtsc, store_release
+from ..runtime.atomics import load_acquire, load_relaxed, rdtsc
 from ..runtime.clock import cycles_to_ns
 from ..runtime.event import KIND_CANCEL, KIND_NEW, KIND_ORDER, KIND_REPLACE
 from ..runtime.histogram import hist_record
@@ -37,11 +36,12 @@ from ..runtime.ring import (
     ring_available, ring_free, ring_head, ring_publish, ring_publish_stamped, ring_release, ring_tail,
 )
 from ..runtime.wire import get_u32
+from . import fix_gateway as fg
 from . import orders as go
 from . import ouch_descriptor as oc
 from . import soupbintcp_descriptor as sb
 from .journal import K_RECEIVED, K_SENT, journal_put
-from . import fix_gateway as fg
+from .link import LoginRefused, SessionLink
 from .session_io import flush, lose_link, out_room
 
 log = logging.getLogger("appliance.gateway")
@@ -516,8 +516,7 @@ def recover(gw: go.Gw, records) -> dict:
 
 # ---- the session (control plane) ------------------------------------------------------------------
 
-class LoginRejected(Exception):
-    pass
+LoginRejected = LoginRefused  # the name OUCH tests and callers know
 
 
 def _read_exact(sock: socket.socket, n: int) -> bytes:
@@ -530,27 +529,14 @@ def _read_exact(sock: socket.socket, n: int) -> bytes:
     return buf
 
 
-class OuchLink:
+class OuchLink(SessionLink):
     """Logs the gateway in (and in again after a loss, with backoff) and hands the socket to the hot thread."""
 
-    def __init__(self, gcfg, gw: go.Gw, tsc_hz: float):
-        self.cfg = gcfg
-        self.gw = gw
-        self.sock: socket.socket | None = None
-        self.session = ""
-        self.logins = 0
-        self.failures = 0
-        self.last_error = ""
-        self.down_since: float | None = time.monotonic()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        gw.w[go.W_HZ] = int(tsc_hz)
-        gw.w[go.W_HB_CYCLES] = int(tsc_hz * gcfg.heartbeat_ms / 1000)
-        gw.w[go.W_IDLE_CYCLES] = int(tsc_hz * gcfg.idle_timeout_ms / 1000)
+    name = "OUCH"
 
-    @property
-    def up(self) -> bool:
-        return int(self.gw.w[go.W_LINK]) == go.LINK_UP
+    def __init__(self, gcfg, gw: go.Gw, tsc_hz: float):
+        super().__init__(gcfg, gw, tsc_hz, gcfg.heartbeat_ms / 1000)
+        self.session = ""
 
     def login(self) -> None:
         """Connect, log in asking for the next sequence number not yet applied, ask for the account's state."""
@@ -591,43 +577,6 @@ class OuchLink:
         w[go.W_LINK] = go.LINK_UP  # last, after every word above (stores are not reordered on x86)
         log.info("gateway: logged in to %s:%d as %s, session %r, venue replays from %d (we asked for %d)",
                  c.host, c.port, c.username, self.session, first, want)
-
-    def poll(self) -> None:
-        """Take back a socket the hot thread gave up (LINK_LOST): close it and mark the link down."""
-        if int(self.gw.w[go.W_LINK]) == go.LINK_LOST:
-            if self.sock is not None:
-                self.sock.close()
-                self.sock = None
-            self.gw.w[go.W_LINK] = go.LINK_DOWN
-            self.down_since = time.monotonic()
-            log.warning("gateway: session to %s:%d lost; reconnecting", self.cfg.host, self.cfg.port)
-
-    def _main(self) -> None:
-        backoff = self.cfg.reconnect_min_ms / 1000
-        while not self._stop.is_set():
-            self.poll()
-            if int(self.gw.w[go.W_LINK]) != go.LINK_DOWN:
-                self._stop.wait(0.005)
-                continue
-            try:
-                self.login()
-                backoff = self.cfg.reconnect_min_ms / 1000
-            except (OSError, LoginRejected) as e:
-                self.failures += 1
-                self.last_error = str(e)
-                log.warning("gateway: cannot log in to %s:%d (%s); next try in %.2f s", self.cfg.host,
-                            self.cfg.port, e, backoff)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, self.cfg.reconnect_max_ms / 1000)
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._main, name="ouch-link", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5.0)
 
     def logout(self) -> None:
         """After the hot threads stopped: a Logout Request, then close."""

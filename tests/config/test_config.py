@@ -36,7 +36,7 @@ def test_defaults():
 def test_schema_is_complete_and_consistent():
     assert SECTIONS == ("process", "log", "runtime", "cpu", "memory", "synthetic", "feed", "book", "control",
                         "health", "numba", "venue", "strategy", "risk", "gateway", "journal")
-    assert len(SCHEMA) == 123 and len(KEYS) == 123
+    assert len(SCHEMA) == 125 and len(KEYS) == 125
     # Strategy parameters and risk limits are reloadable (the hot loops read them from arrays the control
     # plane rewrites); nothing that sizes memory, names a socket or changes the kernels is.
     reloadable = {k.path for k in SCHEMA if k.reloadable}
