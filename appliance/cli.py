@@ -16,6 +16,8 @@ examples:
   appliance config check config/appliance.toml   validate a config and print the effective one
   appliance run --config /etc/appliance/appliance.toml
   appliance demo --seconds 20                    trade against the built-in venue in both layouts, with a report
+  appliance doctor -c /etc/appliance/appliance.toml   can this node run that config? (--json for machines)
+  appliance warmup -c /etc/appliance/appliance.toml   fill the kernel cache before the first start
   curl -s localhost:9100/metrics                 Prometheus metrics of a running process
 
 exit status: 0 ok; 1 runtime failure; 2 bad config or usage; 3 the host cannot satisfy the config
@@ -23,7 +25,7 @@ exit status: 0 ok; 1 runtime failure; 2 bad config or usage; 3 the host cannot s
 """
 
 
-def _load(path, parser_prog="appliance"):
+def load_or_exit(path, parser_prog="appliance"):
     """Load and validate a config; on any problem print every key path and exit 2 before touching anything."""
     from .config import ConfigError, load_config
 
@@ -41,7 +43,7 @@ def _default_demo_config():
 
 def cmd_run(args) -> int:
     path = args.config or os.environ.get(ENV_CONFIG) or None
-    cfg = _load(path)
+    cfg = load_or_exit(path)
     from .control import logs
     from .runtime import cache
 
@@ -54,7 +56,7 @@ def cmd_run(args) -> int:
 
 def cmd_demo(args) -> int:
     path = args.config or _default_demo_config()
-    cfg = _load(path)
+    cfg = load_or_exit(path)
     from .control import logs
     from .runtime import cache
 
@@ -73,7 +75,7 @@ def cmd_demo(args) -> int:
 def cmd_config_check(args) -> int:
     from .config import render_effective
 
-    cfg = _load(args.file)
+    cfg = load_or_exit(args.file)
     if args.json:
         print(json.dumps(cfg.to_dict(), indent=2))
     else:
@@ -151,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "from a config's [venue] section", add_help=False)
     vp.add_argument("args", nargs=argparse.REMAINDER)
     vp.set_defaults(func=lambda a: _delegate(TOOLS["venue"], a.args))
+    for name, text in OPS_HELP.items():
+        op = sub.add_parser(name, help=text, add_help=False)
+        op.add_argument("args", nargs=argparse.REMAINDER)
+        op.set_defaults(func=lambda a, name=name: _delegate(TOOLS[name], a.args))
 
     c = sub.add_parser("config", help="configuration tools", description="Configuration tools.")
     csub = c.add_subparsers(dest="config_command", metavar="SUBCOMMAND")
@@ -168,7 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-TOOLS = {"replay": "appliance.feed.replay", "generate": "appliance.venue.generator", "venue": "appliance.venue.server"}
+# Operations tools (appliance/ops/): what an installer, ExecStartPre or an initContainer runs.
+OPS_HELP = {
+    "doctor": "check that this node can run the config: isolated cores, HugePages, memlock, NIC, clock, ...",
+    "warmup": "compile every hot loop the config needs into the kernel cache, so the next start is fast",
+    "install": "install the systemd service (unit, drop-ins, user, config) on this host",
+}
+TOOLS = {"replay": "appliance.feed.replay", "generate": "appliance.venue.generator", "venue": "appliance.venue.server",
+         "doctor": "appliance.ops.doctor", "warmup": "appliance.ops.warmup", "install": "appliance.ops.install"}
 
 
 def main(argv=None) -> int:

@@ -1,0 +1,1 @@
+"""Operations: what runs around the appliance rather than in it (doctor, warmup, install)."""
