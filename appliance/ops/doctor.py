@@ -82,8 +82,14 @@ def cpus(cores) -> str:
     return format_cpulist(cores) or "none"
 
 
-def mib(n: float) -> str:
-    return "unlimited" if n == float("inf") else f"{n / 2**20:g} MiB"
+def size(n: float) -> str:
+    """Bytes for a person: 64 KiB, 2 MiB, 1.5 GiB, unlimited."""
+    if n == float("inf"):
+        return "unlimited"
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.4g} {unit}"
+    return f"{n:g} bytes"
 
 
 def hard(flag: bool) -> str:
@@ -111,8 +117,10 @@ def check_hot_cores(ctx: Context) -> Check:
             fixes.append('use runtime.idle = "yield" while cores are shared')
     outside = sorted(c for c in set(cores) if c not in topo.allowed)
     if outside:
-        problems.append(f"core(s) {cpus(outside)} are not allowed to this process")
-        fixes.append(f"set cpu.<role> to allowed cores ({cpus(topo.allowed)}) or widen the process's cpuset")
+        problems.append(f"configured core(s) {cpus(outside)} are not among the CPUs this process may use "
+                        f"({cpus(topo.allowed)}): `appliance run` refuses the config here")
+        fixes.append(f"set cpu.<role> to allowed cores ({cpus(topo.allowed)}) or widen the process's cpuset "
+                     "(systemd AllowedCPUs=/CPUAffinity=, Kubernetes: more whole CPUs)")
     loose = sorted(c for c in set(cores) if c in topo.allowed and c not in topo.isolated)
     if loose:
         problems.append(f"core(s) {cpus(loose)} are not isolated (isolated: {cpus(topo.isolated)}), so the "
@@ -124,6 +132,8 @@ def check_hot_cores(ctx: Context) -> Check:
     if shared_control:
         problems.append(f"the control plane shares core(s) {cpus(shared_control)} with hot threads")
         fixes.append("set cpu.control to cores that no hot thread uses")
+    if outside:  # a config error on this node whatever cpu.strict says
+        return Check("hot_cores", FAIL, f"{where}: " + "; ".join(problems), "; ".join(fixes))
     tail = "" if cfg.cpu.strict else " (cpu.strict = false: the appliance starts anyway and warns)"
     return Check("hot_cores", hard(cfg.cpu.strict), f"{where}: " + "; ".join(problems) + tail, "; ".join(fixes))
 
@@ -241,7 +251,7 @@ def check_memlock(ctx: Context) -> Check:
     fix = ("LimitMEMLOCK=infinity in the unit (or AmbientCapabilities=CAP_IPC_LOCK); `ulimit -l unlimited` in a "
            "shell; podman/docker --ulimit memlock=-1:-1; Kubernetes: capabilities add IPC_LOCK")
     lim = node.limit("Max locked memory")
-    shown = "unknown" if lim is None else mib(lim[0])
+    shown = "unknown" if lim is None else size(lim[0])
     if node.has_capability(CAP_IPC_LOCK):
         return Check("memlock", OK, f"CAP_IPC_LOCK is held: locking is not limited (memlock limit {shown})")
     if lim is None:
@@ -253,8 +263,8 @@ def check_memlock(ctx: Context) -> Check:
         return Check("memlock", FAIL, f"memory.lockall locks the whole process (a few hundred MB with LLVM) but the "
                      f"memlock limit is {shown}", fix)
     if soft >= ctx.layout.size:
-        return Check("memlock", OK, f"memlock limit {shown} covers the {mib(ctx.layout.size)} arena")
-    return Check("memlock", FAIL, f"memlock limit {shown} is below the {mib(ctx.layout.size)} arena "
+        return Check("memlock", OK, f"memlock limit {shown} covers the {size(ctx.layout.size)} arena")
+    return Check("memlock", FAIL, f"memlock limit {shown} is below the {size(ctx.layout.size)} arena "
                  "(memory.lock = true)", fix)
 
 
@@ -509,8 +519,25 @@ def render(rep: dict) -> str:
     return "\n".join(lines)
 
 
+# Configured cores are checked against the node (maybe another node's files under --root) by
+# hot_cores, not by the config loader against this process's affinity.
+ANY_CPU = range(1 << 16)
+
+
+def load_for_node(path):
+    """Load and validate the config as `load_or_exit` does (exit 2 naming every bad key), cores aside."""
+    from ..cli import EXIT_CONFIG
+    from ..config import ConfigError, load_config
+
+    try:
+        return load_config(path, allowed_cpus=ANY_CPU)
+    except ConfigError as e:
+        print(f"appliance doctor: invalid configuration {path or '(defaults)'}:\n{e}", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
+
+
 def main(argv=None) -> int:
-    from ..cli import ENV_CONFIG, load_or_exit
+    from ..cli import ENV_CONFIG
 
     p = argparse.ArgumentParser(prog="appliance doctor", description=DESCRIPTION, epilog=EPILOG,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -527,7 +554,7 @@ def main(argv=None) -> int:
     if not os.path.isdir(args.root):
         p.error(f"--root: {args.root} is not a directory")
     path = args.config or os.environ.get(ENV_CONFIG) or None
-    cfg = load_or_exit(path, "appliance doctor")
+    cfg = load_for_node(path)
 
     t0 = time.monotonic()
     checks = run_checks(cfg, args.root, warn_only)
