@@ -9,7 +9,6 @@ granted (tried on a short-lived thread, only when the root is "/").
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import ipaddress
 import os
 import re
@@ -199,7 +198,7 @@ TIME_ERROR = 5
 def adjtimex() -> dict | None:
     """The kernel clock discipline's state (read-only adjtimex); None where the call is unavailable."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # the libc already loaded (no ldconfig run; works frozen)
         tx = _Timex()
         state = libc.adjtimex(ctypes.byref(tx))
     except (OSError, AttributeError):
