@@ -17,6 +17,7 @@ import socket
 import sys
 import textwrap
 import time
+import typing
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 CHECKS = ("hot_cores", "nohz_full", "numa", "hugepages", "memlock", "sched_fifo", "governor", "thp",
@@ -73,10 +74,11 @@ class Context:
     placement: object
     hot: list  # the hot cores the placement chose, sorted, unique
     layout: object
-    nics: dict  # role -> (address, interface name or None, link facts or None, error or None)
+    nics: dict  # role -> Nic
 
 
 def cpus(cores) -> str:
+    """CPUs as a cpulist ("0-3,8"), or "none"."""
     from ..runtime.cpu import format_cpulist
 
     return format_cpulist(cores) or "none"
@@ -159,7 +161,8 @@ def check_numa(ctx: Context) -> Check:
     if len(nodes) > 1:
         problems.append(f"hot cores {cpus(ctx.hot)} span NUMA nodes {nodes}: their rings cross the interconnect")
         fixes.append(f"configure hot cores from one node (node {nodes[0]}: {cpus(c for c, n in numa.items() if n == nodes[0])})")
-    for role, (_, name, link, _) in ctx.nics.items():
+    for role, nic in ctx.nics.items():
+        name, link = nic.ifname, nic.link
         nic_node = link.get("numa_node") if link else None
         if nic_node is None or nic_node < 0 or len(set(numa.values())) < 2:
             continue
@@ -171,7 +174,7 @@ def check_numa(ctx: Context) -> Check:
         return Check("numa", WARN, "; ".join(problems), "; ".join(fixes))
     if len(set(numa.values())) < 2:
         return Check("numa", OK, "one NUMA node")
-    nic_nodes = {role: link.get("numa_node") for role, (_, _, link, _) in ctx.nics.items() if link}
+    nic_nodes = {role: nic.link.get("numa_node") for role, nic in ctx.nics.items() if nic.link}
     tail = "".join(f", {role} NIC node {n}" for role, n in nic_nodes.items() if n is not None and n >= 0)
     return Check("numa", OK, f"hot cores on node {nodes[0]}{tail}")
 
@@ -319,45 +322,59 @@ def check_sched_fifo(ctx: Context) -> Check:
 
 # ---- network --------------------------------------------------------------------------------------
 
+class Nic(typing.NamedTuple):
+    """Where one configured address lives on this node, as far as the kernel says."""
+
+    key: str  # the config key that names the address
+    address: str | None  # None: nothing to check (`problem` says why)
+    ifname: str | None = None
+    link: dict | None = None  # /sys/class/net facts
+    problem: str | None = None
+    unasked: bool = False  # the kernel could not be asked (netlink refused, library missing)
+
+
 def nic_targets(cfg) -> dict:
-    """role -> (address, whether it is a local address to look up, why not checked) from the config."""
+    """role -> (config key, address, whether it is a local address to look up, why not checked)."""
     feed, gw = cfg.feed, cfg.gateway
     out = {}
     if feed.source != "moldudp64":
-        out["feed"] = (None, False, f"feed.source = {feed.source}: no network feed")
+        out["feed"] = ("feed.source", None, False, f"feed.source = {feed.source}: no network feed")
     elif feed.interface != "0.0.0.0":
-        out["feed"] = (feed.interface, True, None)
+        out["feed"] = ("feed.interface", feed.interface, True, None)
     else:
         from .nodefacts import is_multicast
 
-        if is_multicast(feed.address):
-            out["feed"] = (feed.address, False, None)  # the interface the kernel routes the group to
+        if is_multicast(feed.address):  # the interface the kernel routes the group to
+            out["feed"] = ("feed.address", feed.address, False, None)
         elif feed.address == "0.0.0.0":
-            out["feed"] = (None, False, "feed.address = 0.0.0.0: the feed binds every interface")
-        else:
-            out["feed"] = (feed.address, True, None)  # a unicast feed binds this local address
+            out["feed"] = ("feed.address", None, False, "feed.address = 0.0.0.0: the feed binds every interface")
+        else:  # a unicast feed binds this local address
+            out["feed"] = ("feed.address", feed.address, True, None)
     if gw.protocol == "none":
-        out["gateway"] = (None, False, "gateway.protocol = none: no order entry")
+        out["gateway"] = ("gateway.protocol", None, False, "gateway.protocol = none: no order entry")
     else:
-        out["gateway"] = (gw.host, False, None)
+        out["gateway"] = ("gateway.host", gw.host, False, None)
     return out
 
 
 def resolve_nics(cfg, node) -> dict:
-    """role -> (address, interface, link facts, error or skip reason)."""
+    """role -> Nic: the interface holding or routing each configured address, and its state."""
     from .nodefacts import RouteError, interface_for
 
     out = {}
-    for role, (address, local, skip) in nic_targets(cfg).items():
+    for role, (key, address, local, skip) in nic_targets(cfg).items():
         if skip:
-            out[role] = (None, None, None, skip)
+            out[role] = Nic(key, None, problem=skip)
             continue
         try:
             name = interface_for(address, local)
-        except (RouteError, OSError) as e:
-            out[role] = (address, None, None, str(e))
+        except RouteError as e:
+            out[role] = Nic(key, address, problem=str(e))
             continue
-        out[role] = (address, name, node.link(name), None)
+        except (OSError, ImportError) as e:  # e.g. RestrictAddressFamilies= without AF_NETLINK
+            out[role] = Nic(key, address, problem=f"cannot ask the kernel over netlink: {e}", unasked=True)
+            continue
+        out[role] = Nic(key, address, name, node.link(name))
     return out
 
 
@@ -366,11 +383,12 @@ def check_nic(ctx: Context, role: str) -> Check:
 
     cfg = ctx.cfg
     name = f"nic.{role}"
-    address, ifname, link, error = ctx.nics[role]
-    key = {"feed": "feed.interface" if cfg.feed.interface != "0.0.0.0" else "feed.address",
-           "gateway": "gateway.host"}[role]
+    key, address, ifname, link, error, unasked = ctx.nics[role]
     if address is None:
         return Check(name, SKIP, error)
+    if unasked:
+        return Check(name, WARN, f"{key} = {address}: not checked, {error}",
+                     "let the doctor open AF_NETLINK sockets (RestrictAddressFamilies= in its unit)")
     if ifname is None:
         return Check(name, FAIL, f"{key} = {address}: {error}",
                      f"configure {address} on the NIC (ip addr add) or correct {key}" if "no interface" in error

@@ -317,6 +317,28 @@ def test_a_feed_interface_address_no_nic_holds_fails(capsys, node, config):
     assert "correct feed.interface" in checks["nic.feed"]["fix"]
 
 
+def test_no_route_fails_and_a_refused_netlink_socket_only_warns(capsys, node, monkeypatch):
+    from appliance.ops import nodefacts
+
+    demo = os.path.join(REPO, "config", "demo.toml")
+
+    def no_route(address, local):
+        raise nodefacts.RouteError(f"no route to {address}: network unreachable")
+
+    monkeypatch.setattr(nodefacts, "interface_for", no_route)
+    rc, _, checks = run(capsys, node, demo, "--warn-only", "hot_cores")
+    assert rc == 1 and checks["nic.gateway"]["status"] == "fail"
+    assert "add a route to 127.0.0.1" in checks["nic.gateway"]["fix"]
+
+    def refused(address, local):
+        raise OSError(97, "Address family not supported by protocol")
+
+    monkeypatch.setattr(nodefacts, "interface_for", refused)
+    rc, _, checks = run(capsys, node, demo, "--warn-only", "hot_cores")
+    assert rc == 0 and checks["nic.feed"]["status"] == "warn" and checks["nic.gateway"]["status"] == "warn"
+    assert "RestrictAddressFamilies" in checks["nic.feed"]["fix"]
+
+
 def test_the_demo_config_trades_over_loopback(capsys, node):
     rc, _, checks = run(capsys, node, os.path.join(REPO, "config", "demo.toml"), "--warn-only", "hot_cores")
     for role in ("feed", "gateway"):
