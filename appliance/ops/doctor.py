@@ -25,7 +25,7 @@ CHECKS = ("hot_cores", "nohz_full", "numa", "hugepages", "memlock", "sched_fifo"
 EXIT_VALID, EXIT_INVALID, EXIT_USAGE = 0, 1, 2
 
 DESCRIPTION = """\
-Check that this node can run the appliance with CONFIG, before it is scheduled here: isolated and
+Check that this node can run the appliance with a config, before it is scheduled here: isolated and
 nohz_full hot cores, NUMA locality, free HugePages for the arena, the memlock limit, SCHED_FIFO
 permission, CPU frequency governor, transparent huge pages, irqbalance, the feed and order-entry
 NICs (present, up, MTU, multicast), clock synchronisation and PTP clocks, and the clock source.
