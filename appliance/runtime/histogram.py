@@ -16,16 +16,7 @@ import numpy as np
 from numba import njit
 
 from .atomics import leading_zeros, load_relaxed, store_relaxed
-
-SUB_BITS = 5
-SUB = 1 << SUB_BITS  # 32 sub-buckets per power of two
-LINEAR = 2 * SUB  # 0..63 ns are exact
-MAX_EXP = 39  # 2**40 ns (about 18 minutes) and above land in the last bucket
-NBUCKETS = LINEAR + (MAX_EXP - SUB_BITS) * SUB
-H_SUM = NBUCKETS
-H_MAX = NBUCKETS + 1
-H_COUNT = NBUCKETS + 2
-HIST_WORDS = (NBUCKETS + 3 + 7) // 8 * 8  # whole cache lines
+from .histshape import H_COUNT, H_MAX, H_SUM, HIST_WORDS, LINEAR, MAX_EXP, NBUCKETS, SUB, SUB_BITS  # noqa: F401
 
 # Exported to Prometheus as `le` bounds (seconds); internal buckets are assigned by their midpoint.
 EXPORT_BOUNDS_NS = (

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .event import EVENT_DTYPE
-from .histogram import HIST_WORDS
+from .histshape import HIST_WORDS
 
 HUGE_PAGE = 2 * 1024 * 1024
 ALIGN = 128
