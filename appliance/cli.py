@@ -108,6 +108,11 @@ def _delegate(module: str, argv: list[str]) -> int:
     """Run a tool whose module has its own `main(argv)` (imported only when used: it compiles kernels)."""
     import importlib
 
+    if module in COMPILING_TOOLS:
+        from .runtime import cache
+
+        # Their kernels are decorated at import, and numba picks a cache locator then (the frozen binary's too).
+        cache.configure()
     return importlib.import_module(module).main(argv) or 0
 
 
@@ -182,6 +187,7 @@ OPS_HELP = {
 }
 TOOLS = {"replay": "appliance.feed.replay", "generate": "appliance.venue.generator", "venue": "appliance.venue.server",
          "doctor": "appliance.ops.doctor", "warmup": "appliance.ops.warmup", "install": "appliance.ops.install"}
+COMPILING_TOOLS = {TOOLS["replay"], TOOLS["generate"], TOOLS["venue"]}
 
 
 def main(argv=None) -> int:
