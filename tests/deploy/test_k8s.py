@@ -34,7 +34,7 @@ HOT_CAPS = {"IPC_LOCK", "SYS_NICE"}  # every capability the appliance can use
 def kubectl():
     path = shutil.which("kubectl")
     if not path:
-        pytest.skip("kubectl not installed: needed for `kubectl kustomize` (apt-get install kubectl)")
+        pytest.skip("kubectl not installed: needed for `kubectl kustomize` (kubectl >= 1.27, kustomize v5)")
     return path
 
 
