@@ -28,13 +28,16 @@ chmod 1777 "$root/tmp"
 # -p keeps the mtime: the kernel cache inside a frozen binary is keyed on its name, size and mtime, so a
 # cache warmed with dist/appliance on the host also serves the image's copy.
 cp -p "$binary" "$root/appliance"
+# The documented reference config as the default (a runtime self-test on synthetic events); a deployment
+# mounts its own over it (the Kubernetes ConfigMap does).
+cp config/appliance.toml "$root/etc/appliance/appliance.toml"
 
-# The binary carries every library but the C library, which it takes from the host it was built on: copy
-# that glibc (the libc6 package's shared objects, the dynamic loader, its cache) into the image.
+# The bundle carries its Python libraries but not the C library, and the onefile bootloader itself links a
+# few system libraries (zlib): copy those from the build host into the image. glibc is copied whole (the
+# libc6 package's shared objects) because Python dlopens parts of it (libnss, libresolv) that ldd cannot see.
+libs=$(ldd "$binary" | awk '/=>/ {print $3} /ld-linux/ {print $1}')
 if command -v dpkg >/dev/null && dpkg -L libc6 >/dev/null 2>&1; then
-    libs=$(dpkg -L libc6 | grep -E '/(lib|ld-linux)[^/]*\.so(\.[0-9]+)*$' || true)
-else
-    libs=$(ldd "$binary" | awk '/=>/ {print $3} /ld-linux/ {print $1}')
+    libs="$libs $(dpkg -L libc6 | grep -E '/(lib|ld-linux)[^/]*\.so(\.[0-9]+)*$' || true)"
 fi
 for f in $libs; do
     [ -e "$f" ] || continue

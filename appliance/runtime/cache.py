@@ -1,8 +1,7 @@
 """Where compiled numba kernels are cached, including inside a PyInstaller binary and on a read-only root.
 
-Numba keys its cache on source files; a frozen binary has none, so there the package's kernels are
-keyed on the binary itself (its name, size and mtime) and live under <cache dir>/frozen/; a user
-strategy module, a real file even in a binary, keeps numba's source-keyed cache. Numba also checks only a
+Numba keys its cache on source files; a frozen binary has none, so there the cache is keyed on the
+binary itself (its size and mtime) and lives under the cache directory. Numba also checks only a
 kernel's own file: a cached caller keeps the code of callees from other modules as they were when it
 was compiled. So from source, kernels live in a subdirectory named after a fingerprint of the whole
 package's source, and any edit anywhere starts a fresh cache. Call `configure` before importing any
@@ -114,10 +113,6 @@ def _install_frozen_locator() -> None:
         @classmethod
         def from_function(cls, py_func, py_file):
             if not getattr(sys, "frozen", False) or not os.environ.get("NUMBA_CACHE_DIR"):
-                return None
-            if py_file and os.path.isfile(py_file):
-                # A user strategy loaded by path is a real file: numba's own locators key it on its source,
-                # so an edited module recompiles; keying it on the binary would serve the old code.
                 return None
             locator = cls(py_func, py_file)
             try:
