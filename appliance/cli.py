@@ -184,9 +184,11 @@ OPS_HELP = {
     "doctor": "check that this node can run the config: isolated cores, HugePages, memlock, NIC, clock, ...",
     "warmup": "compile every hot loop the config needs into the kernel cache, so the next start is fast",
     "install": "install the systemd service (unit, drop-ins, user, config) on this host",
+    "drain": "trip a running appliance's kill switch and wait until its resting orders are canceled (preStop)",
 }
 TOOLS = {"replay": "appliance.feed.replay", "generate": "appliance.venue.generator", "venue": "appliance.venue.server",
-         "doctor": "appliance.ops.doctor", "warmup": "appliance.ops.warmup", "install": "appliance.ops.install"}
+         "doctor": "appliance.ops.doctor", "warmup": "appliance.ops.warmup", "install": "appliance.ops.install",
+         "drain": "appliance.ops.drain"}
 COMPILING_TOOLS = {TOOLS["replay"], TOOLS["generate"], TOOLS["venue"]}
 
 

@@ -302,8 +302,11 @@ def test_termination_grace_covers_the_cancels_and_the_stop(name):
     objs = objects(name)
     spec, cfg = pod_spec(objs), config_of(objs)
     main = container(spec, MAIN)
-    pre_stop = main.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
-    # Cancels confirmed, hot threads stopped, then journal flush, logout and the unpack dir's removal.
+    # The preStop hook is `appliance drain` with the pod's own config: it trips the kill switch and waits
+    # (at most cancel_on_stop_timeout_s + 2 s, plus the onefile unpack) for the venue's cancels.
+    assert main["lifecycle"]["preStop"]["exec"]["command"] == ["/appliance", "drain"] + main["args"][1:]
+    pre_stop = cfg.gateway.cancel_on_stop_timeout_s + 2 + 3
+    # Then SIGTERM: cancels confirmed, hot threads stopped, journal flush, logout, the unpack dir's removal.
     needed = pre_stop + cfg.gateway.cancel_on_stop_timeout_s + cfg.runtime.stop_timeout_s + 5
     assert spec["terminationGracePeriodSeconds"] >= needed
 
