@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -166,6 +167,19 @@ def prepare_binary(frozen_binary: Path, tmp_path: Path) -> Path:
     return dest
 
 
+def test_frozen_binary_installs_itself(frozen_binary, tmp_path):
+    # The unit, drop-ins and reference config travel inside the binary (build.py FROZEN_DATA).
+    root = tmp_path / "root"
+    p = subprocess.run([str(frozen_binary), "install", "--systemd", "--root", str(root), "--cpus", "0"],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert (root / "etc/systemd/system" / UNIT).read_text() == (SYSTEMD / UNIT).read_text()
+    assert (root / "etc/appliance/appliance.toml").read_text() == (ROOT / "config/appliance.toml").read_text()
+    installed = root / "usr/local/bin/appliance"
+    assert installed.read_bytes() == frozen_binary.read_bytes()  # default --binary: itself
+    assert installed.stat().st_mtime_ns == frozen_binary.stat().st_mtime_ns
+
+
 @pytest.mark.process
 def test_frozen_binary_as_a_notify_service_with_watchdog(frozen_binary, debian_rootfs, tmp_path):
     require_root_and_tools("systemd-nspawn", "nsenter", "systemd-sysusers")
@@ -181,11 +195,12 @@ def test_frozen_binary_as_a_notify_service_with_watchdog(frozen_binary, debian_r
     assert p.returncode == 0, p.stderr[-3000:]
 
     root = copy_rootfs(debian_rootfs, tmp_path / "rootfs")
-    p = subprocess.run([str(binary), "install", "--systemd", "--root", str(root), "--config", str(cfg)],
-                       capture_output=True, text=True, timeout=120)
+    # Installed by this tree's installer (the binary's own is tested above), so the unit under test is
+    # the one in systemd/ even when the binary was built from an older tree.
+    p = subprocess.run([sys.executable, "-m", "appliance", "install", "--systemd", "--root", str(root),
+                        "--binary", str(binary), "--config", str(cfg)],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert p.returncode == 0, p.stdout + p.stderr
-    # The frozen install wrote the unit the repository ships (read from inside the binary).
-    assert (root / "etc/systemd/system" / UNIT).read_text() == (SYSTEMD / UNIT).read_text()
     gid = install.Installer(root, False).group_id("appliance")
     uid = int(next(l for l in (root / "etc/passwd").read_text().splitlines() if l.startswith("appliance:")).split(":")[2])
     token = root / "etc/appliance/admin-token"
