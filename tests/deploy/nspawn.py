@@ -80,8 +80,10 @@ class Container:
         self.leader: int | None = None
 
     def start(self, timeout: float = 60) -> "Container":
+        # CAP_IPC_LOCK is not in nspawn's default set, and without it nspawn's own seccomp filter also
+        # refuses mlock: the unit grants it to the appliance, so the container must have it to give.
         cmd = ["systemd-nspawn", "--boot", "--register=no", "--keep-unit", "--console=passive",
-               "--machine", f"appliance-test-{os.getpid()}", "-D", str(self.root)]
+               "--capability=CAP_IPC_LOCK", "--machine", f"appliance-test-{os.getpid()}", "-D", str(self.root)]
         cmd += [f"--bind-ro={b}" for b in self.binds_ro] + [f"--bind={b}" for b in self.binds]
         self._log = open(self.log_path, "w")
         # Its own process group: teardown can reach everything nspawn started, and nothing else.
@@ -114,10 +116,10 @@ class Container:
         return None
 
     def _booted(self) -> str | None:
-        # is-system-running says "starting" until boot is done; anything else is final.
+        # "offline" until PID 1 listens on its socket, "starting" until boot is done; the rest is final.
         p = self.sh("systemctl is-system-running", timeout=10, check=False)
         state = p.stdout.strip()
-        return None if state in ("", "initializing", "starting") else state
+        return None if state in ("", "offline", "initializing", "starting") else state
 
     def sh(self, command: str, timeout: float = 30, check: bool = True) -> subprocess.CompletedProcess:
         """Run a shell command inside the container (all its namespaces, its root)."""
