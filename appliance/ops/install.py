@@ -128,8 +128,8 @@ class Installer:
         if not self.dry_run:
             self._atomic(self.at(rel), lambda f: f.write(text.encode()), mode)
 
-    def copy(self, src: Path, rel: str, mode: int) -> None:
-        self.say(f"copy {src} -> {self.at(rel)}")
+    def copy(self, src: Path, rel: str, mode: int, label: str = "") -> None:
+        self.say(f"copy {label or src} -> {self.at(rel)}")
         if self.dry_run:
             return
 
@@ -236,7 +236,7 @@ def install(args) -> list[str]:
         print(f"kept {config_dest} (an existing config is never overwritten; "
               f"{'the --config given was not installed' if args.config else 'compare with the reference config'})")
     else:
-        inst.copy(config_src, CONFIG_PATH, 0o640)
+        inst.copy(config_src, CONFIG_PATH, 0o640, "" if args.config else "the reference config (every key at its default)")
         gid = inst.group_id(USER)
         if gid is None:
             if not args.dry_run:
