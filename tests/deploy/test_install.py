@@ -170,3 +170,13 @@ def test_install_files_ship_with_the_source_tree():
     for rel in ("appliance.service", "sysusers.d/appliance.conf", "sysctl.d/60-appliance.conf",
                 "appliance.service.d/10-cpu.conf"):
         assert (ROOT / "systemd" / rel).is_file(), rel
+
+
+def test_dry_run_on_this_host_plans_the_real_paths(tmp_path, stub_binary, capsys):
+    if Path("/etc/systemd/system/appliance.service").exists():
+        pytest.skip("the appliance is installed on this host; the check below needs a host without it")
+    rc, out, err = run_install(capsys, "--binary", stub_binary, "--dry-run")
+    assert rc == 0, err
+    assert f"would copy {stub_binary} -> /usr/local/bin/appliance" in out
+    assert "would write /etc/systemd/system/appliance.service.d/10-cpu.conf" in out
+    assert not Path("/etc/systemd/system/appliance.service").exists()
