@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import Mapping
 
@@ -92,8 +93,11 @@ def watchdog_interval(env: Mapping[str, str] | None = None) -> float | None:
     try:
         usec = int(env.get("WATCHDOG_USEC", ""))
         pid = env.get("WATCHDOG_PID")
-        # The variables may have been inherited from a parent that the watchdog is meant for.
-        if pid is not None and int(pid) != os.getpid():
+        # The variables may have been inherited from a parent that the watchdog is meant for. Except in a
+        # onefile binary: its bootloader is the service's main PID, and this process, its child, is the one
+        # that watches the hot threads (the bootloader only forwards signals).
+        mine = {os.getpid(), os.getppid()} if getattr(sys, "frozen", False) else {os.getpid()}
+        if pid is not None and int(pid) not in mine:
             return None
     except ValueError:
         return None

@@ -1,6 +1,5 @@
 """Fixtures for the deployment tests: the frozen binary and a cached Debian rootfs to boot under systemd-nspawn."""
 
-import os
 from pathlib import Path
 
 import pytest
@@ -11,14 +10,10 @@ CACHE = ROOT / ".cache"
 
 @pytest.fixture(scope="session")
 def frozen_binary() -> Path:
-    """The PyInstaller binary to deploy: $APPLIANCE_BINARY (to be replaced by one that runs build.py binary)."""
-    path = os.environ.get("APPLIANCE_BINARY")
-    if not path:
-        pytest.skip("no frozen binary: set APPLIANCE_BINARY to one built by `python3 build.py binary`")
-    binary = Path(path).resolve()
-    if not (binary.is_file() and os.access(binary, os.X_OK)):
-        pytest.fail(f"APPLIANCE_BINARY={path} is not an executable file")
-    return binary
+    """dist/appliance, built (or rebuilt when stale) by `build.py binary`; skips without PyInstaller."""
+    from tests.deploy.binary import ensure_binary
+
+    return ensure_binary()
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.binary import ROOT, ensure_binary
+from tests.deploy.binary import ROOT
 
 pytestmark = pytest.mark.process
 
@@ -29,8 +29,8 @@ lock = false
 
 
 @pytest.fixture(scope="module")
-def binary() -> Path:
-    return ensure_binary()
+def binary(frozen_binary) -> Path:
+    return frozen_binary
 
 
 def _run(binary, args, cache, cwd, timeout=600):

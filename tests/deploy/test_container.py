@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.binary import ROOT, ensure_binary
+from tests.deploy.binary import ROOT
 
 TAG = "localhost/appliance:pytest"
 PODMAN_RUN = ["podman", "run", "--runtime", "runc", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096"]
@@ -35,9 +35,9 @@ def _require_podman():
 
 
 @pytest.fixture(scope="module")
-def image():
-    _require_podman()
-    binary = ensure_binary()
+def image(request):
+    _require_podman()  # before the binary: no minute of building only to skip
+    binary = request.getfixturevalue("frozen_binary")
     p = subprocess.run([str(ROOT / "container" / "build.sh"), TAG], cwd=ROOT, capture_output=True, text=True,
                        timeout=600, env=dict(os.environ, BINARY=str(binary)))
     assert p.returncode == 0, f"container/build.sh failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
@@ -87,8 +87,8 @@ def _get(url: str, timeout: float = 2.0):
         return None, ""
 
 
-def test_appliance_runs_nonroot_read_only_reaches_ready_and_stops_cleanly(image, tmp_path):
-    binary = ensure_binary()
+def test_appliance_runs_nonroot_read_only_reaches_ready_and_stops_cleanly(image, frozen_binary, tmp_path):
+    binary = frozen_binary
     port = _free_port()
     cfg = tmp_path / "appliance.toml"
     cfg.write_text(f"""

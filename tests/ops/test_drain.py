@@ -27,7 +27,7 @@ def _drain(*args, timeout=60):
 
 def test_drain_cancels_every_resting_order_before_it_returns(market, appliance):
     venue, toml = market
-    a = appliance(toml).wait_ready()
+    a = appliance(toml).wait_ready(timeout=600)  # a cold kernel cache compiles the trading path first
     _wait(a, lambda: _quoting(a), 60, what="the market maker resting quotes at the venue")
     assert venue.account_record()["open_orders"], "nothing resting at the venue to drain"
 
@@ -54,7 +54,7 @@ def test_drain_says_when_no_appliance_answers(tmp_path):
 
 def test_drain_of_an_appliance_without_trading_is_a_no_op(appliance):
     a = appliance('[process]\nname = "selftest"\n[runtime]\nlayout = "fused"\nidle = "yield"\n[control]\nport = 0\n'
-                  ).wait_ready()
+                  ).wait_ready(timeout=600)
     p = _drain("--url", a.base, "--timeout", "1")
     assert p.returncode == 0, p.stderr
     assert "nothing to cancel" in p.stderr
