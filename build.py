@@ -108,9 +108,17 @@ def freeze() -> Path:
     entry = FREEZE_WORK / "appliance_main.py"
     # The frozen entry point must import the package absolutely (appliance/__main__.py is relative).
     entry.write_text("import sys\n\nfrom appliance.cli import main\n\nsys.exit(main())\n")
+    # The frozen kernel cache is keyed on this id (appliance/runtime/cache.py), carried inside the binary so
+    # that copies of it (installed, in an image, with another mtime) share one cache, and a new build does not.
+    import time
+    import uuid
+
+    build_id = FREEZE_WORK / "appliance-build-id"
+    build_id.write_text(f"appliance-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:12]}\n")
+    datas = [(str(ROOT / src), dst) for src, dst in FROZEN_DATA] + [(str(build_id), ".")]
     spec = FREEZE_WORK / "appliance.spec"
     spec.write_text(SPEC.format(entry=str(entry), root=str(ROOT), collect=FROZEN_COLLECT, excludes=FROZEN_EXCLUDE,
-                                datas=[(str(ROOT / src), dst) for src, dst in FROZEN_DATA]))
+                                datas=datas))
     cmd = [PY, "-m", "PyInstaller", "--noconfirm", "--log-level", "WARN", "--distpath", DIST,
            "--workpath", FREEZE_WORK / "work", spec]
     if run(cmd) != 0:

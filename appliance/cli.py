@@ -84,6 +84,15 @@ def cmd_config_check(args) -> int:
     return 0
 
 
+def _build_id():
+    """The frozen binary's build id (its kernel cache is keyed on it); None from source."""
+    if not getattr(sys, "frozen", False):
+        return None
+    from .runtime.cache import frozen_build_id
+
+    return frozen_build_id()
+
+
 def cmd_version(args) -> int:
     import platform
 
@@ -98,6 +107,7 @@ def cmd_version(args) -> int:
         "llvmlite": llvmlite.__version__,
         "numpy": numpy.__version__,
         "frozen": bool(getattr(sys, "frozen", False)),
+        "build": _build_id(),
         "machine": platform.machine(),
     }
     print(json.dumps(info) if args.json else " ".join(f"{k} {v}" for k, v in info.items()))

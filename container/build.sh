@@ -25,8 +25,8 @@ trap 'rm -rf "$ctx"' EXIT
 root=$ctx/rootfs
 mkdir -p "$root/tmp" "$root/etc/appliance" "$root/lib64" "$ctx/state/cache/appliance" "$ctx/state/lib/appliance"
 chmod 1777 "$root/tmp"
-# -p keeps the mtime: the kernel cache inside a frozen binary is keyed on its name, size and mtime, so a
-# cache warmed with dist/appliance on the host also serves the image's copy.
+# The kernel cache is keyed on the build id inside the binary, so a cache warmed with dist/appliance on the
+# host also serves the image's copy; -p keeps the build's mtime for people reading `ls -l`.
 cp -p "$binary" "$root/appliance"
 # The documented reference config as the default (a runtime self-test on synthetic events); a deployment
 # mounts its own over it (the Kubernetes ConfigMap does).

@@ -138,8 +138,8 @@ class Installer:
                 shutil.copyfileobj(s, f, 1 << 20)
 
         dest = self._atomic(self.at(rel), fill, mode)
-        # The frozen kernel cache is keyed on the binary's name, size and mtime: keep the mtime, so a
-        # cache warmed with the same build elsewhere (an image, a CI run) is found.
+        # Keep the mtime: the copy is the same build (its kernel cache is keyed on the build id inside it,
+        # not on the file), and `ls -l` should say when it was built, not when it was installed.
         st = os.stat(src)
         os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns))
 

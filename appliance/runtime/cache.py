@@ -1,7 +1,7 @@
 """Where compiled numba kernels are cached, including inside a PyInstaller binary and on a read-only root.
 
 Numba keys its cache on source files; a frozen binary has none, so there the cache is keyed on the
-binary itself (its size and mtime) and lives under the cache directory. Numba also checks only a
+binary itself (the build id build.py writes into it) and lives under <cache dir>/frozen/<build id>/. Numba also checks only a
 kernel's own file: a cached caller keeps the code of callees from other modules as they were when it
 was compiled. So from source, kernels live in a subdirectory named after a fingerprint of the whole
 package's source, and any edit anywhere starts a fresh cache. Call `configure` before importing any
@@ -78,6 +78,21 @@ def configure(configured: str = "") -> str:
     return path
 
 
+BUILD_ID_FILE = "appliance-build-id"  # written into the bundle by build.py binary
+
+
+def frozen_build_id() -> str:
+    """What the frozen binary's kernels are keyed on: the id build.py gave this build, carried inside the
+    bundle, so that a copy (installed, in an image layer, with another mtime) still finds its cache; an
+    older binary without one is keyed on its name, size and mtime."""
+    try:
+        with open(os.path.join(getattr(sys, "_MEIPASS", ""), BUILD_ID_FILE)) as f:
+            return f.read().strip()
+    except OSError:
+        st = os.stat(sys.executable)
+        return f"{os.path.basename(sys.executable)}-{st.st_size}-{int(st.st_mtime)}"
+
+
 def _install_frozen_locator() -> None:
     from numba.core import caching
 
@@ -88,9 +103,8 @@ def _install_frozen_locator() -> None:
         """Cache files for a frozen binary, in a directory named after the binary's identity."""
 
         def __init__(self, py_func, py_file):
-            st = os.stat(sys.executable)
-            self._stamp = (st.st_mtime, st.st_size)
-            ident = f"{os.path.basename(sys.executable)}-{st.st_size}-{int(st.st_mtime)}"
+            ident = frozen_build_id()
+            self._stamp = ident
             # The module name, not the file path: a onefile binary unpacks under a random _MEIxxxx dir.
             module = getattr(py_func, "__module__", None) or "unknown"
             self._cache_path = os.path.join(os.environ["NUMBA_CACHE_DIR"], "frozen", ident, module)

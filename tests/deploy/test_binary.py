@@ -55,8 +55,8 @@ def test_warmup_keys_kernels_on_the_binary_and_a_second_warmup_compiles_nothing(
     cache = tmp_path / "cache"
     first = _run(binary, ["warmup", "-c", cfg, "--json"], cache, tmp_path)
     assert first.returncode == 0, first.stderr
-    st = binary.stat()
-    ident = f"{binary.name}-{st.st_size}-{int(st.st_mtime)}"
+    ident = json.loads(_run(binary, ["version", "--json"], cache, tmp_path).stdout)["build"]
+    assert ident.startswith("appliance-")
     assert [p.name for p in (cache / "frozen").iterdir()] == [ident]
     modules = {p.name for p in (cache / "frozen" / ident).iterdir()}
     assert "appliance.runtime.hotloop" in modules, modules
@@ -66,6 +66,15 @@ def test_warmup_keys_kernels_on_the_binary_and_a_second_warmup_compiles_nothing(
     second = _run(binary, ["warmup", "-c", cfg, "--json"], cache, tmp_path)
     assert second.returncode == 0, second.stderr
     # Every kernel was found: nothing new was written and no index was rewritten.
+    assert _cache_files(cache) == before
+
+    # A copy under another name with another mtime (installed, in an image layer) is the same build.
+    copy = tmp_path / "bin" / "trading-appliance"
+    copy.parent.mkdir()
+    shutil.copy(binary, copy)
+    os.utime(copy, (1_700_000_000, 1_700_000_000))
+    third = _run(copy, ["warmup", "-c", cfg, "--json"], cache, tmp_path)
+    assert third.returncode == 0, third.stderr
     assert _cache_files(cache) == before
 
 

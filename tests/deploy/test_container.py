@@ -105,7 +105,7 @@ lock = false
 """)
     cache = tmp_path / "cache"
     cache.mkdir()
-    # Warm the cache on the host with the very binary the image carries (keyed on its name, size and mtime).
+    # Warm the cache on the host with the very build the image carries (keyed on the build id inside it).
     w = subprocess.run([str(binary), "warmup", "-c", str(cfg), "--json"], capture_output=True, text=True,
                        env=dict(os.environ, APPLIANCE_CACHE_DIR=str(cache)), timeout=900)
     assert w.returncode == 0 and json.loads(w.stdout)["cache_dir"] == str(cache), w.stdout + w.stderr
@@ -150,7 +150,7 @@ lock = false
         stop = subprocess.run(["podman", "stop", "-t", "20", name], capture_output=True, text=True, timeout=60)
         assert stop.returncode == 0, stop.stderr
         assert _inspect("container", name)["State"]["ExitCode"] == 0
-        # The warm cache served the container: no kernels were compiled into a new binary identity.
+        # The warm cache served the container: no kernels were compiled under another build id.
         assert sorted(p.name for p in (cache / "frozen").iterdir()) == warmed
     finally:
         subprocess.run(["podman", "rm", "-f", name], capture_output=True, timeout=60)

@@ -160,7 +160,7 @@ def http(method: str, url: str, token: str = "", timeout: float = 5.0) -> tuple[
 
 
 def prepare_binary(frozen_binary: Path, tmp_path: Path) -> Path:
-    """A copy named `appliance` with the build's mtime: the name the kernel cache is keyed on once installed."""
+    """A copy named `appliance`, as installed (the kernel cache is keyed on the build id inside it)."""
     dest = tmp_path / "bin" / "appliance"
     dest.parent.mkdir()
     shutil.copy2(frozen_binary, dest)
