@@ -38,6 +38,12 @@ def _status(url: str) -> dict:
         return json.loads(r.read())
 
 
+def _open_orders(status: dict):
+    """How many orders /status says are open (it lists them by UserRefNum); None when it does not say."""
+    orders = (status.get("trading") or {}).get("open_orders")
+    return len(orders) if isinstance(orders, dict) else orders
+
+
 def drain(url: str, timeout: float, out=sys.stderr) -> int:
     try:
         st = _status(url)
@@ -56,10 +62,10 @@ def drain(url: str, timeout: float, out=sys.stderr) -> int:
               "in its PID namespace", file=out)
         return EXIT_UNREACHABLE
     deadline = time.monotonic() + timeout
-    open_orders = trading.get("open_orders")
+    open_orders = _open_orders(st)
     while True:
         try:
-            open_orders = _status(url).get("trading", {}).get("open_orders")
+            open_orders = _open_orders(_status(url))
         except (OSError, ValueError):
             pass  # a busy control plane; the deadline bounds the wait
         if open_orders == 0:
