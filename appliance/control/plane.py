@@ -10,6 +10,7 @@ import time
 
 from .. import __version__
 from ..config import ConfigError, load_config, reload_diff
+from ..runtime.cpu import format_cpulist
 from . import logs
 from .health import HeartbeatMonitor
 from .http import HttpServer, Response, bearer_token_ok
@@ -75,6 +76,7 @@ class ProcessState:
             "control": {"address": self.address, "reloads_applied": self.reloads_ok, "reloads_rejected": self.reloads_failed},
         }
         if eng is not None:
+            control_threads = eng.control_threads()
             arena = eng.arena.describe()
             arena.pop("regions")
             if eng.feed is not None:
@@ -87,6 +89,9 @@ class ProcessState:
                 "placement": {
                     "hot": eng.placement.hot,
                     "control": list(eng.placement.control),
+                    "control_verified": all(t["cpus_allowed"] == format_cpulist(eng.placement.control)
+                                            for t in control_threads),
+                    "control_threads": control_threads,
                     "problems": list(eng.placement.problems),
                 },
                 "threads": self.thread_report(),
@@ -331,6 +336,7 @@ class ControlPlane:
         )
         for problem in engine.placement.problems:
             log.warning("placement: %s", problem)
+        engine.pin_control_plane()  # before the executor, journal and session threads exist: they inherit it
         housekeeping = asyncio.create_task(self.housekeeping())
         seconds = await loop.run_in_executor(None, engine.compile)
         log.info("hot loops compiled or loaded from %s in %.2f s", st.cache_dir, seconds)

@@ -1,12 +1,13 @@
 """The engine: one arena, its hot threads and their placement, for one layout; no asyncio, no HTTP."""
 
 import logging
+import os
 import time
 
 from . import libc
 from .arena import Arena
 from .clock import calibrate
-from .cpu import Topology, inspect_thread, plan
+from .cpu import Topology, format_cpulist, inspect_thread, plan
 from .histogram import Snapshot
 from .hotloop import kernel_calls, stall
 from .layout import (
@@ -142,6 +143,32 @@ class Engine:
     def beats(self) -> dict:
         hb = self.arena.view("heartbeat")
         return {n: int(hb[i, HB_BEAT]) for i, n in enumerate(self.names)}
+
+    def pin_control_plane(self) -> tuple:
+        """Confine every thread of the process so far (the main thread, the event loop's resolver pool) to the
+        control cores; threads started later inherit them. Call before starting the hot threads.
+
+        Hot threads then pin themselves to their own core, and the executor, journal writer and session
+        threads never run on a hot core."""
+        cores = set(self.placement.control)
+        try:
+            for tid in sorted(int(t) for t in os.listdir("/proc/self/task")):
+                if tid not in {t.tid for t in self.threads}:
+                    os.sched_setaffinity(tid, cores)
+        except OSError as e:
+            log.warning("could not confine the control plane to cores %s (%s)", format_cpulist(cores), e.strerror)
+            return ()
+        log.info("control plane confined to cores %s", format_cpulist(cores))
+        return tuple(sorted(cores))
+
+    def control_threads(self) -> list:
+        """Every thread of the process that is not a hot thread, with the cores the kernel lets it use."""
+        hot = {t.tid for t in self.threads if t.tid}
+        try:
+            tids = sorted(int(t) for t in os.listdir("/proc/self/task"))
+        except OSError:
+            return []
+        return [inspect_thread(tid) for tid in tids if tid not in hot]
 
     def thread_report(self) -> list:
         """Per hot thread: planned core, what /proc says, state and loop counts."""

@@ -1,6 +1,7 @@
 """The whole process: started from a config, scraped while hot threads spin, reloaded, signalled, watched by a notify socket."""
 
 import json
+import os
 import re
 import signal
 import socket
@@ -10,6 +11,7 @@ import time
 
 import pytest
 
+from appliance.runtime.cpu import format_cpulist
 from tests.conftest import ROOT
 from tests.support import wait_for
 
@@ -83,6 +85,13 @@ def test_status_reports_verified_placement_and_health(appliance):
     assert a.get("/healthz")[0] == 200 and a.get("/readyz")[0] == 200
     assert a.get("/nope")[0] == 404
     assert re.search(r"hot thread fused\s+tid \d+ pinned to core \d+ \(kernel says cpus \d+", a.log())
+    # Every other thread (main, executor, resolver pool) is confined to the control cores, off the hot one.
+    place = st["placement"]
+    assert place["control_verified"], place["control_threads"]
+    main = next(x for x in place["control_threads"] if x["tid"] == st["pid"])
+    assert main["cpus_allowed"] == format_cpulist(place["control"])
+    if len(os.sched_getaffinity(0)) >= 2:
+        assert t["core"] not in place["control"]
     a.signal(signal.SIGINT)
     assert a.wait_exit(timeout=5) == 0
 
