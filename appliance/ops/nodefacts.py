@@ -8,6 +8,8 @@ granted (tried on a short-lived thread, only when the root is "/").
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ctypes
 import ipaddress
 import os
@@ -155,11 +157,26 @@ class RouteError(RuntimeError):
     """The kernel has no route to an address, or no interface holds it."""
 
 
+@contextlib.contextmanager
+def _stock_asyncio():
+    """pyroute2 talks netlink through an asyncio loop of the current policy, and uvloop's (which a host
+    process, such as the venue, may have installed) cannot open an AF_NETLINK datagram endpoint."""
+    policy = asyncio.get_event_loop_policy()
+    stock = type(policy) is asyncio.DefaultEventLoopPolicy
+    if not stock:
+        asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
+    try:
+        yield
+    finally:
+        if not stock:
+            asyncio.set_event_loop_policy(policy)
+
+
 def interface_for(address: str, local: bool) -> str:
     """The interface name the kernel uses: holding `address` (local=True), else routing to it."""
     from pyroute2 import IPRoute  # imported here: it costs a few hundred ms and only NIC checks need it
 
-    with IPRoute() as ip:
+    with _stock_asyncio(), IPRoute() as ip:
         if local:
             addrs = ip.get_addr(address=address)
             if not addrs:

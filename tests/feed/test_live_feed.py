@@ -85,9 +85,11 @@ status_interval_s = 0.2
 
         def fed():
             st = json.loads(app.get("/status")[1])["feed"]
-            return st if st["mold"]["messages"] == len(msgs) else None
+            # The session counts a batch as delivered before the feed applies it to the books: wait for both.
+            applied = sum(st["book"]["by_type"].values()) + sum(st["book"]["malformed"].values())
+            return st if st["mold"]["messages"] == len(msgs) and applied >= len(msgs) else None
 
-        st = wait_for(fed, 30, what="every message delivered, the gap recovered")
+        st = wait_for(fed, 30, what="every message delivered and applied, the gap recovered")
     finally:
         tx.close()
         rt.stop.set()

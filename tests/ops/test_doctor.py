@@ -429,3 +429,21 @@ def test_sched_fifo_is_tried_for_real_on_this_node(tmp_path):
     refused = "a thread was not granted SCHED_FIFO 50" in check["detail"]
     assert granted != refused, check
     assert check["status"] == ("ok" if granted else "fail"), check
+
+
+def test_nic_lookup_works_under_a_uvloop_policy():
+    """The venue (and any host process) may install uvloop's policy; pyroute2's netlink socket must not
+    end up on a uvloop loop, which cannot open AF_NETLINK endpoints."""
+    import asyncio
+
+    import uvloop
+
+    from appliance.ops.nodefacts import interface_for
+
+    before = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    try:
+        assert interface_for("127.0.0.1", local=True) == "lo"
+        assert isinstance(asyncio.get_event_loop_policy(), uvloop.EventLoopPolicy)  # left as it was
+    finally:
+        asyncio.set_event_loop_policy(before)
