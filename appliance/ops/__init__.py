@@ -1,1 +1,1 @@
-"""Operations: what runs around the appliance rather than in it (doctor, warmup, install)."""
+"""Operations: what runs around the appliance rather than in it (doctor, warmup, install, drain)."""
