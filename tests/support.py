@@ -55,3 +55,38 @@ def itchfeed_counts(path) -> dict[str, int]:
                          timeout=300, env={**os.environ, "ITCH_NO_CPP": "1"})
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
+
+
+def trading_config(tmp_path, feed_port: int, retrans_port: int, order_port: int, strategy: str, *, name: str,
+                   protocol: str = "ouch") -> str:
+    """A fused appliance trading AAA and BBB against a loopback venue, journal in tmp_path; `strategy` is the
+    body of its [strategy] table (and any table that follows it, such as [strategy.params])."""
+    return f"""
+[process]
+name = "{name}"
+[runtime]
+layout = "fused"
+idle = "yield"
+[control]
+port = 0
+[feed]
+source = "moldudp64"
+port = {feed_port}
+retransmit_port = {retrans_port}
+symbols = ["AAA", "BBB"]
+[book]
+max_orders = 65536
+max_symbols = 8
+[strategy]
+{strategy.strip()}
+[risk]
+kill_on_feed_loss_ms = 0
+kill_on_session_loss_ms = 0
+[gateway]
+protocol = "{protocol}"
+port = {order_port}
+reconnect_min_ms = 20
+[journal]
+path = "{tmp_path / 'orders.journal'}"
+fsync = "none"
+"""

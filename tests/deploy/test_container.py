@@ -8,7 +8,6 @@ container, as an initContainer or ExecStartPre would leave it.
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
@@ -17,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.binary import ROOT
+from tests.support import free_tcp_port
 
 TAG = "localhost/appliance:pytest"
 PODMAN_RUN = ["podman", "run", "--runtime", "runc", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096"]
@@ -71,12 +71,6 @@ def test_version_runs_frozen_on_a_read_only_root(image):
     assert info["frozen"] is True
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url: str, timeout: float = 2.0):
     try:
         with urllib.request.urlopen(url, timeout=timeout) as r:
@@ -89,7 +83,7 @@ def _get(url: str, timeout: float = 2.0):
 
 def test_appliance_runs_nonroot_read_only_reaches_ready_and_stops_cleanly(image, frozen_binary, tmp_path):
     binary = frozen_binary
-    port = _free_port()
+    port = free_tcp_port()
     cfg = tmp_path / "appliance.toml"
     cfg.write_text(f"""
 [process]

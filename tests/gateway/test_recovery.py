@@ -15,7 +15,7 @@ from appliance.config.schema import VenueConfig
 from appliance.gateway import ouch_descriptor as oc
 from appliance.gateway.journal import K_SENT, read_journal
 from appliance.venue.server import Venue
-from tests.support import free_tcp_port, free_udp_port, wait_for
+from tests.support import free_tcp_port, free_udp_port, trading_config, wait_for
 
 pytestmark = pytest.mark.process
 
@@ -23,41 +23,19 @@ SYMBOLS = ("AAA", "BBB")
 TOKEN = "recovery-test-token"
 
 
-def _config(tmp_path, feed_port, retrans_port, ouch_port, protocol="ouch"):
-    return f"""
-[process]
-name = "recovery"
-[runtime]
-layout = "fused"
-idle = "yield"
-[control]
-port = 0
-[feed]
-source = "moldudp64"
-port = {feed_port}
-retransmit_port = {retrans_port}
-symbols = ["AAA", "BBB"]
-[book]
-max_orders = 65536
-max_symbols = 8
-[strategy]
+MARKET_MAKER = """
 kind = "market_maker"
 symbols = ["AAA", "BBB"]
 half_spread = 100
 quote_size = 100
 refresh_us = 0
 skew_per_share = 0.5
-[risk]
-kill_on_feed_loss_ms = 0
-kill_on_session_loss_ms = 0
-[gateway]
-protocol = "{protocol}"
-port = {ouch_port}
-reconnect_min_ms = 20
-[journal]
-path = "{tmp_path / 'orders.journal'}"
-fsync = "none"
 """
+
+
+def _config(tmp_path, feed_port, retrans_port, ouch_port, protocol="ouch"):
+    return trading_config(tmp_path, feed_port, retrans_port, ouch_port, MARKET_MAKER, name="recovery",
+                          protocol=protocol)
 
 
 def _status(a):

@@ -17,7 +17,7 @@ from appliance.gateway import orders as go
 from appliance.runtime.event import EVENT_DTYPE, KIND_CANCEL, KIND_FILL, KIND_NEW, KIND_ORDER, KIND_REPLACE
 from appliance.strategy import market_maker as mm
 from appliance.strategy import user
-from tests.support import free_tcp_port, free_udp_port, wait_for
+from tests.support import free_tcp_port, free_udp_port, trading_config, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "strategies" / "example_quoter.py"
@@ -306,40 +306,15 @@ SYMBOLS = ("AAA", "BBB")
 
 
 def _appliance_config(tmp_path, feed, retrans, ouch, params: str) -> str:
-    return f"""
-[process]
-name = "user-strategy"
-[runtime]
-layout = "fused"
-idle = "yield"
-[control]
-port = 0
-[feed]
-source = "moldudp64"
-port = {feed}
-retransmit_port = {retrans}
-symbols = ["AAA", "BBB"]
-[book]
-max_orders = 65536
-max_symbols = 8
-[strategy]
+    strategy = f"""
 kind = "module"
 symbols = ["AAA", "BBB"]
 module = "strategies/example_quoter.py"
 refresh_us = 0
 [strategy.params]
 {params}
-[risk]
-kill_on_feed_loss_ms = 0
-kill_on_session_loss_ms = 0
-[gateway]
-protocol = "ouch"
-port = {ouch}
-reconnect_min_ms = 20
-[journal]
-path = "{tmp_path / 'orders.journal'}"
-fsync = "none"
 """
+    return trading_config(tmp_path, feed, retrans, ouch, strategy, name="user-strategy")
 
 
 def _resting(venue) -> dict:
