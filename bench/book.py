@@ -19,6 +19,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+# Before any kernel module is imported: numba checks a cached kernel against its own file only, so
+# without the package's source-fingerprinted cache a bench kernel would keep stale inlined callees
+# (a ring edit would go unmeasured).
+from appliance.runtime import cache  # noqa: E402
+
+cache.configure()
+
 from appliance.book import l3  # noqa: E402
 from appliance.runtime.event import EVENT_DTYPE  # noqa: E402
 from appliance.venue.generator import GeneratorParams, generate  # noqa: E402

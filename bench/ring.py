@@ -20,6 +20,13 @@ from numba import njit
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+# Before any kernel module is imported: numba checks a cached kernel against its own file only, so
+# without the package's source-fingerprinted cache a bench kernel would keep stale inlined callees
+# (a ring edit would go unmeasured).
+from appliance.runtime import cache  # noqa: E402
+
+cache.configure()
+
 from appliance.runtime.arena import Arena  # noqa: E402
 from appliance.runtime.atomics import cpu_pause, load_acquire, rdtsc, store_release  # noqa: E402
 from appliance.runtime.clock import calibrate, cycles_to_ns, read_tsc  # noqa: E402

@@ -26,6 +26,13 @@ from numba import njit
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+# Before any kernel module is imported: numba checks a cached kernel against its own file only, so
+# without the package's source-fingerprinted cache a bench kernel would keep stale inlined callees
+# (a ring edit would go unmeasured).
+from appliance.runtime import cache  # noqa: E402
+
+cache.configure()
+
 from appliance.config.schema import VenueConfig  # noqa: E402
 from appliance.gateway import ouch_descriptor as ouch  # noqa: E402
 from appliance.gateway.soupbin_session import LoginAccepted, SequencedData, SoupClientSession  # noqa: E402
