@@ -35,7 +35,7 @@ from appliance.feed import mold_session as ms  # noqa: E402
 from appliance.feed.itch_feed import ItchFeed, drive_feed  # noqa: E402
 from appliance.runtime.clock import calibrate, read_tsc  # noqa: E402
 from appliance.runtime.event import EVENT_DTYPE  # noqa: E402
-from appliance.runtime.layout import C_BACKPRESSURE  # noqa: E402
+from appliance.runtime.layout import C_BACKPRESSURE, RING_HDR_WORDS  # noqa: E402
 from appliance.venue.generator import GeneratorParams, generate  # noqa: E402
 from appliance.venue.publisher import Faults, MoldPublisher  # noqa: E402
 
@@ -63,7 +63,7 @@ max_symbols = {symbols + 16}
 """)
     feed = ItchFeed(cfg)
     io, sess, bk = feed.kernel_args()
-    hdr, slots, counters = np.zeros(32, np.int64), np.zeros(4096, EVENT_DTYPE), np.zeros(8, np.int64)
+    hdr, slots, counters = np.zeros(RING_HDR_WORDS, np.int64), np.zeros(4096, EVENT_DTYPE), np.zeros(8, np.int64)
     drive_feed(io, sess, bk, counters, hdr, slots, cal.mult, 0)  # compile or load before the stream
     span = {}
 

@@ -50,6 +50,7 @@ from collections import namedtuple
 import numpy as np
 from numba import njit
 
+from appliance.runtime.layout import RING_HDR_WORDS
 from appliance.runtime.libc import set_thread_name
 from appliance.runtime.ring import ring_available, ring_head, ring_release
 from appliance.runtime.wire import put_u16, put_u32, put_u64
@@ -395,8 +396,11 @@ class JournalWriter:
             raise ValueError(f"journal fsync policy {fsync!r}: expected one of {', '.join(FSYNC_POLICIES)}")
         if interval_ms <= 0 or poll_us <= 0:
             raise ValueError(f"journal interval_ms ({interval_ms}) and poll_us ({poll_us}) must be positive")
-        if not (isinstance(hdr, np.ndarray) and hdr.dtype == np.int64 and hdr.ndim == 1 and hdr.size >= 32):
-            raise ValueError("journal ring header must be an int64 array of 32 words")
+        if not (isinstance(hdr, np.ndarray) and hdr.dtype == np.int64 and hdr.ndim == 1
+                and hdr.size >= RING_HDR_WORDS):
+            # The ring reads and writes words up to RING_HDR_WORDS unchecked: a short header is memory corruption.
+            raise ValueError(f"journal ring header must be an int64 array of {RING_HDR_WORDS} words, got "
+                             f"{getattr(hdr, 'dtype', type(hdr))} {getattr(hdr, 'shape', '')}")
         if not (isinstance(slots, np.ndarray) and slots.dtype == np.uint8 and slots.ndim == 2
                 and slots.shape[1] == REC_SIZE and slots.shape[0] > 0 and slots.shape[0] & (slots.shape[0] - 1) == 0
                 and slots.flags.c_contiguous):

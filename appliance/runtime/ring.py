@@ -1,9 +1,10 @@
 """Single-producer single-consumer ring of 64-byte event slots, for numba hot loops.
 
-The header keeps the producer's and the consumer's words on lines 128 bytes apart (see layout.py).
-Each side caches its last view of the other side's index and reloads it (load-acquire) only when
-the cached view says full or empty, so a steady stream costs one cross-core read per batch, not
-per event. Publication is batched: write any number of slots, then one store-release of the tail.
+The header puts the tail, the head and each side's cached view of the other's index in 128-byte
+blocks of their own (see layout.py). Each side reloads the other's index (load-acquire) only when
+its cached view says full or empty, so a steady stream costs one cross-core read per batch, not per
+event; the views stay off the lines the other side polls, so keeping them costs no coherence
+traffic. Publication is batched: write any number of slots, then one store-release of the tail.
 
 Producer:                                   Consumer:
     n = ring_free(hdr, cap)                     n = ring_available(hdr)
@@ -34,7 +35,7 @@ def ring_free(hdr, capacity):
     # producer that needs several slots at once would otherwise wait forever on a stale view.
     if free < (capacity >> 2) or free == 0:
         head = load_acquire(hdr, R_HEAD)
-        if head != cached:  # store only news: a store per spin would dirty the line the consumer polls
+        if head != cached:  # store only news: the view's line is private, but a store per spin is still waste
             store_relaxed(hdr, R_HEAD_CACHE, head)
             free = capacity - (tail - head)
     return free
@@ -60,7 +61,7 @@ def ring_available(hdr):
     if avail == 0:
         tail = load_acquire(hdr, R_TAIL)
         avail = tail - head
-        if avail != 0:  # store only news: a store per spin would dirty the line the producer polls
+        if avail != 0:  # store only news: the view's line is private, but a store per spin is still waste
             store_relaxed(hdr, R_TAIL_CACHE, tail)
     return avail
 

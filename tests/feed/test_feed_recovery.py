@@ -16,6 +16,7 @@ from appliance.feed import mold_session as ms
 from appliance.feed.itch_feed import ItchFeed, drive_feed
 from appliance.runtime.clock import calibrate, read_tsc
 from appliance.runtime.event import EVENT_DTYPE
+from appliance.runtime.layout import RING_HDR_WORDS
 from appliance.venue.generator import GeneratorParams, generate
 from appliance.venue.publisher import Faults, MoldPublisher
 from tests.support import free_udp_port
@@ -53,7 +54,7 @@ max_symbols = 128
 levels = 1024
 """)
     feed = ItchFeed(cfg)
-    hdr = np.zeros(32, dtype=np.int64)
+    hdr = np.zeros(RING_HDR_WORDS, dtype=np.int64)
     slots = np.zeros(1024, dtype=EVENT_DTYPE)
     counters = np.zeros(8, dtype=np.int64)
     cal = calibrate()

@@ -20,6 +20,7 @@ from appliance.gateway.journal import (
     HEADER_SIZE, K_NOTE, K_RECEIVED, K_SENT, K_SESSION, MAGIC, REC_MAX_PAYLOAD, REC_SIZE, JournalWriter, Record,
     journal_put, open_for_append, read_journal, repair,
 )
+from appliance.runtime.layout import RING_HDR_WORDS
 from appliance.runtime.ring import ring_available, ring_free, ring_head, ring_publish, ring_tail
 from tests.support import wait_for
 
@@ -27,7 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def make_ring(n: int = 64):
-    return np.zeros(32, np.int64), np.zeros((n, REC_SIZE), np.uint8)
+    return np.zeros(RING_HDR_WORDS, np.int64), np.zeros((n, REC_SIZE), np.uint8)
 
 
 def publish(hdr, slots, records, timeout: float = 10.0) -> None:
@@ -301,7 +302,9 @@ def test_bad_arguments_are_refused_with_what_was_expected(tmp_path):
     with pytest.raises(ValueError, match="power of two"):
         JournalWriter(tmp_path / "j", hdr, np.zeros((6, REC_SIZE), np.uint8))
     with pytest.raises(ValueError, match="int64"):
-        JournalWriter(tmp_path / "j", np.zeros(32, np.int32), slots)
+        JournalWriter(tmp_path / "j", np.zeros(RING_HDR_WORDS, np.int32), slots)
+    with pytest.raises(ValueError, match=f"{RING_HDR_WORDS} words"):  # the ring would write past a short one
+        JournalWriter(tmp_path / "j", np.zeros(RING_HDR_WORDS // 2, np.int64), slots)
     assert not (tmp_path / "j").exists()
 
 
@@ -468,8 +471,9 @@ from appliance.runtime import cache
 cache.configure()
 import numpy as np
 from appliance.gateway.journal import JournalWriter, K_RECEIVED, journal_put
+from appliance.runtime.layout import RING_HDR_WORDS
 from appliance.runtime.ring import ring_free, ring_publish, ring_tail
-hdr, slots = np.zeros(32, np.int64), np.zeros((64, 128), np.uint8)
+hdr, slots = np.zeros(RING_HDR_WORDS, np.int64), np.zeros((64, 128), np.uint8)
 w = JournalWriter(sys.argv[1], hdr, slots, fsync="interval", interval_ms=5)
 w.start()
 i, deadline = 0, time.monotonic() + 60

@@ -5,7 +5,10 @@ import pytest
 
 from appliance.runtime.event import EVENT_DTYPE
 from appliance.runtime.histogram import HIST_WORDS
-from appliance.runtime.layout import AGENTS, ALIGN, HISTOGRAMS, HUGE_PAGE, RING_HDR_WORDS, RINGS, ROW_WORDS, compute_layout
+from appliance.runtime.layout import (
+    AGENTS, ALIGN, HISTOGRAMS, HUGE_PAGE, R_HEAD, R_HEAD_CACHE, R_TAIL, R_TAIL_CACHE, RING_HDR_WORDS, RINGS, ROW_WORDS,
+    compute_layout,
+)
 
 SPLIT = ("feed", "strategy", "gateway")
 FUSED = ("fused",)
@@ -37,6 +40,16 @@ def test_regions_are_aligned_disjoint_and_fit_in_whole_hugepages(threads, slots)
         hdr = layout.region(f"ring.{ring}.hdr")
         assert hdr.shape == (RING_HDR_WORDS,) and hdr.dtype == np.int64
     assert layout.region("hist").shape == (len(HISTOGRAMS), HIST_WORDS)
+
+
+
+def test_ring_header_words_each_have_a_128_byte_block():
+    # Each cached view on a line of its own: on the line the other side polls it cost a coherence miss per event.
+    words = (R_TAIL, R_HEAD, R_HEAD_CACHE, R_TAIL_CACHE)
+    blocks = [w * 8 // ALIGN for w in words]
+    assert len(set(blocks)) == len(words), dict(zip(("tail", "head", "head_cache", "tail_cache"), blocks))
+    assert all(0 <= w < RING_HDR_WORDS for w in words)
+    assert RING_HDR_WORDS * 8 % ALIGN == 0
 
 
 def test_big_rings_need_many_pages():

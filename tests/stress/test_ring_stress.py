@@ -17,6 +17,7 @@ from appliance.runtime import libc
 from appliance.runtime.atomics import cpu_pause, load_acquire, rdtsc
 from appliance.runtime.clock import calibrate
 from appliance.runtime.event import EVENT_DTYPE
+from appliance.runtime.layout import RING_HDR_WORDS
 from appliance.runtime.ring import ring_available, ring_free, ring_head, ring_publish, ring_release, ring_tail
 
 pytestmark = pytest.mark.stress
@@ -145,7 +146,7 @@ def _cores() -> tuple[int, int]:
 
 
 def _ring(slots: int):
-    return np.zeros(32, np.int64), np.zeros(slots, EVENT_DTYPE)
+    return np.zeros(RING_HDR_WORDS, np.int64), np.zeros(slots, EVENT_DTYPE)
 
 
 @pytest.fixture(scope="module", autouse=True)
