@@ -51,6 +51,11 @@ TPUT_LIMIT_S = 20.0
 TPUT_RUNS = 3
 FLOOR_ROUND_TRIPS = 1_000_000
 FLOOR_LIMIT_S = 5.0
+# Paired windows: the host moves the vCPUs between physical cores (and now and then onto sibling
+# hyperthreads), so the floor changes under a long run; short floor-then-hop pairs show the ring
+# tracking whatever floor it is given.
+WINDOWS = 40
+WINDOW_SAMPLES = 50_000
 PEER_HOP_SAMPLES = 200_000
 PEER_TPUT_ITEMS = 2_000_000
 PEER_LIMIT_S = 20.0
@@ -232,11 +237,12 @@ def run_pair(producer, consumer, cores, bctl, limit_s):
 
     bctl[:] = 0
     bctl[B_SENT] = -1
-    threads = [threading.Thread(target=body, args=(i, fn), daemon=True) for i, fn in enumerate((consumer, producer))]
+    # The consumer starts first, so it is waiting when the first event comes; the producer takes cores[0].
+    threads = [threading.Thread(target=body, args=(i, fn), daemon=True) for i, fn in ((1, consumer), (0, producer))]
     _start_and_join(threads, limit_s, "benchmark", on_timeout=lambda: bctl.__setitem__(B_STOP, 1))
     if errors:
         raise errors[0]
-    consumer_result, producer_result = results
+    producer_result, consumer_result = results
     return producer_result, consumer_result
 
 
@@ -246,32 +252,53 @@ def reset_ring(hdr, slots):
     slots[:] = np.zeros(1, slots.dtype)
 
 
-def bench_hop(hdr, slots, bctl, cal, cores):
+def bench_hop(hdr, slots, bctl, cal, cores, samples=HOP_SAMPLES):
     """Hop latency: returns the histogram snapshot, events sent and events out of order."""
     hist = np.zeros(HIST_WORDS, np.int64)
     spacing = int(HOP_SPACING_NS * cal.hz / 1e9)
     reset_ring(hdr, slots)
     deadline = rdtsc_now() + int(HOP_LIMIT_S * cal.hz)
     sent, errors = run_pair(
-        lambda: hop_producer(bctl, hdr, slots, HOP_SAMPLES, spacing, deadline),
+        lambda: hop_producer(bctl, hdr, slots, samples, spacing, deadline),
         lambda: hop_consumer(bctl, hdr, slots, hist, cal.mult),
         cores, bctl, HOP_LIMIT_S,
     )  # fmt: skip
     return Snapshot(hist), sent, errors
 
 
-def bench_floor(bctl, cal, cores):
+def bench_floor(bctl, cal, cores, trips=FLOOR_ROUND_TRIPS):
     """The hardware's floor for a hop: half the median round trip of a written cache line between the two cores."""
     words = np.zeros(32, np.int64)  # two 128-byte lines, like the ring header's producer and consumer lines
     hist = np.zeros(HIST_WORDS, np.int64)
     deadline = rdtsc_now() + int(FLOOR_LIMIT_S * cal.hz)
     run_pair(
-        lambda: pingpong_ping(bctl, words, FLOOR_ROUND_TRIPS, hist, cal.mult, deadline),
+        lambda: pingpong_ping(bctl, words, trips, hist, cal.mult, deadline),
         lambda: pingpong_pong(bctl, words),
         cores, bctl, FLOOR_LIMIT_S,
     )  # fmt: skip
     snap = Snapshot(hist)
     return snap.percentile(50) / 2, snap.count
+
+
+def bench_windows(hdr, slots, bctl, cal, cores):
+    """`WINDOWS` short pairs of (floor, hop p50) measured back to back; returns the pairs and a summary."""
+    pairs = []
+    for _ in range(WINDOWS):
+        floor_ns, _ = bench_floor(bctl, cal, cores, WINDOW_SAMPLES)
+        snap, _, errors = bench_hop(hdr, slots, bctl, cal, cores, WINDOW_SAMPLES)
+        if errors:
+            raise RuntimeError(f"{errors} events out of order in a window")
+        pairs.append((round(floor_ns, 1), snap.percentile(50)))
+    lowest = min(pairs)
+    return {
+        "count": len(pairs),
+        "samples_each": WINDOW_SAMPLES,
+        "floor_ns": [f for f, _ in pairs],
+        "hop_p50_ns": [h for _, h in pairs],
+        "ratio_median": round(statistics.median(h / f for f, h in pairs if f > 0), 2),
+        "lowest_floor": {"floor_ns": lowest[0], "hop_p50_ns": lowest[1]},
+        "hop_p50_within_target": sum(h <= TARGET_HOP_P50_NS for _, h in pairs),
+    }
 
 
 def bench_tput(hdr, slots, bctl, cal, cores, batch):
@@ -497,6 +524,16 @@ def main() -> int:
         flush=True,
     )
 
+    windows = bench_windows(hdr, slots, bctl, cal, cores)
+    print(
+        f"paired windows ({windows['count']} x {WINDOW_SAMPLES}): hop p50 / floor median {windows['ratio_median']}x; "
+        f"floor {min(windows['floor_ns']):.0f}-{max(windows['floor_ns']):.0f} ns, hop p50 "
+        f"{min(windows['hop_p50_ns']):.0f}-{max(windows['hop_p50_ns']):.0f} ns; lowest floor "
+        f"{windows['lowest_floor']['floor_ns']:.0f} ns with hop p50 {windows['lowest_floor']['hop_p50_ns']:.0f} ns; "
+        f"{windows['hop_p50_within_target']} windows with hop p50 <= {TARGET_HOP_P50_NS} ns",
+        flush=True,
+    )
+
     runs = []
     for r in range(TPUT_RUNS):
         mps, sent, got, errs = bench_tput(hdr, slots, bctl, cal, cores, BATCH)
@@ -543,6 +580,7 @@ def main() -> int:
         "config": {"ring_slots": RING_SLOTS, "batch": BATCH, "hop_spacing_ns": HOP_SPACING_NS,
                    "throughput_events_per_run": TPUT_EVENTS},
         "hop_ns": hop,
+        "windows": windows,
         "throughput_mps": {"median": tput_median, "runs": runs},
         "out_of_order": order_errors,
         "peer_simplequeue": peer,
