@@ -2,11 +2,20 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 
 import pytest
+
+
+def require_tool(tool: str, why_missing: str) -> str:
+    """The tool's path on PATH; otherwise the test skips with `why_missing` (what it is for, how to install it)."""
+    path = shutil.which(tool)
+    if not path:
+        pytest.skip(why_missing)
+    return path
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.02, what: str = "condition"):

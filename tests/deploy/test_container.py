@@ -7,7 +7,6 @@ container, as an initContainer or ExecStartPre would leave it.
 
 import json
 import os
-import shutil
 import subprocess
 import time
 import urllib.request
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.binary import ROOT
-from tests.support import free_tcp_port
+from tests.support import free_tcp_port, require_tool
 
 TAG = "localhost/appliance:pytest"
 PODMAN_RUN = ["podman", "run", "--runtime", "runc", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096"]
@@ -30,8 +29,7 @@ def _require_podman():
     if os.geteuid() != 0:
         pytest.skip("podman tests run as root (CI does); this is not root")
     for tool in ("podman", "runc"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} is not installed (Debian: apt-get install podman runc; .ci/run does as root)")
+        require_tool(tool, f"{tool} is not installed (Debian: apt-get install podman runc; .ci/run does as root)")
 
 
 @pytest.fixture(scope="module")

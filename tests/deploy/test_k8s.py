@@ -19,6 +19,7 @@ yaml = pytest.importorskip("yaml", reason="PyYAML not installed (it comes with k
 
 from appliance.config import parse_config  # noqa: E402
 from appliance.runtime.layout import HUGE_PAGE, compute_layout  # noqa: E402
+from tests.support import require_tool  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 K8S = os.path.join(ROOT, "k8s")
@@ -32,10 +33,7 @@ HOT_CAPS = {"IPC_LOCK", "SYS_NICE"}  # every capability the appliance can use
 
 
 def kubectl():
-    path = shutil.which("kubectl")
-    if not path:
-        pytest.skip("kubectl not installed: needed for `kubectl kustomize` (kubectl >= 1.27, kustomize v5)")
-    return path
+    return require_tool("kubectl", "kubectl not installed: needed for `kubectl kustomize` (kubectl >= 1.27, kustomize v5)")
 
 
 def validator():

@@ -11,6 +11,8 @@ import subprocess
 
 import pytest
 
+from tests.support import require_tool
+
 yaml = pytest.importorskip("yaml", reason="PyYAML not installed (it comes with kubernetes-validate)")
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -230,10 +232,7 @@ def test_every_alert_has_a_firing_and_a_quiet_case():
 
 
 def promtool():
-    path = shutil.which("promtool")
-    if not path:
-        pytest.skip("promtool not installed: apt-get install --no-install-recommends prometheus")
-    return path
+    return require_tool("promtool", "promtool not installed: apt-get install --no-install-recommends prometheus")
 
 
 def test_promtool_check_rules():

@@ -20,7 +20,7 @@ import pytest
 
 from appliance.ops import install
 from tests.deploy.nspawn import Container, copy_rootfs, poll, require_root_and_tools
-from tests.support import free_tcp_port
+from tests.support import free_tcp_port, require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 SYSTEMD = ROOT / "systemd"
@@ -29,9 +29,8 @@ MAX_EXPOSURE = 2.5
 
 
 def analyze(*args, env=None, cwd=None) -> subprocess.CompletedProcess:
-    if shutil.which("systemd-analyze") is None:
-        pytest.skip("not installed: systemd-analyze (apt-get install systemd)")
-    return subprocess.run(["systemd-analyze", *args], capture_output=True, text=True, timeout=120,
+    tool = require_tool("systemd-analyze", "not installed: systemd-analyze (apt-get install systemd)")
+    return subprocess.run([tool, *args], capture_output=True, text=True, timeout=120,
                           env={**os.environ, **(env or {})}, cwd=cwd)
 
 
